@@ -1,0 +1,165 @@
+"""The `wildid` command line: one sub-command per stage, and `run` for all of them.
+
+These forms are a contract that scripts outside the project rely on; extend, don't break:
+    wildid synth OUT [--seed N] [--individuals N] [--size PX]
+    wildid import SRC OUT [--group REGEX] [--new-fraction F] [--seed N]
+    wildid run CONFIG [key=value ...]          (data=DIR chooses the competition folder)
+    wildid validate SUBMISSION --data DIR      (exit 0 when valid)
+    wildid score SUBMISSION SOLUTION           (last line: MAP@5 <value>)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import wildid  # noqa: F401  (sets the offline switches before third-party imports)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Identify individual animals from photographs.")
+
+Overrides = Annotated[list[str] | None, typer.Argument(help="key=value overrides")]
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config, e.g. configs/mini.yaml")]
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _config(path: Path, overrides: list[str] | None):
+    from wildid.config import load_config
+
+    return load_config(path, overrides or [])
+
+
+@app.command()
+def synth(
+    out: Path,
+    seed: int = 0,
+    individuals: int = 150,
+    size: int = 256,
+    preview: Annotated[Path | None, typer.Option(help="also save a PNG grid of samples")] = None,
+) -> None:
+    """Write a synthetic whale-and-dolphin mini-competition into OUT."""
+    from wildid.data.synth import SynthSpec, preview_grid, synthesize
+
+    summary = synthesize(out, SynthSpec(individuals=individuals, size=size, seed=seed))
+    typer.echo(f"{summary.root}: {summary.train_images} train, {summary.test_images} test "
+               f"({summary.new_test_images} of new individuals), "
+               f"{summary.individuals} individuals")
+    if preview:
+        typer.echo(f"preview: {preview_grid(out, preview)}")
+
+
+@app.command("import")
+def import_(
+    src: Path,
+    out: Path,
+    group: Annotated[str | None, typer.Option(help="regex for the sighting id in file names")]
+    = None,
+    new_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    species: str | None = None,
+    link: str = "copy",
+) -> None:
+    """Import a folder-per-individual catalogue SRC into the competition layout at OUT."""
+    from wildid.data.competition import DataError
+    from wildid.data.folders import ImportSpec, import_catalogue
+
+    spec = ImportSpec(group=group, new_fraction=new_fraction, test_fraction=test_fraction,
+                      seed=seed, species=species, link=link)
+    try:
+        summary = import_catalogue(src, out, spec)
+    except DataError as err:
+        _fail(err)
+    typer.echo(f"{summary.root}: {summary.individuals} individuals ({summary.new_individuals} "
+               f"held out as new), {summary.train_images} train, {summary.test_images} test")
+
+
+@app.command()
+def run(config: ConfigArg, overrides: Overrides = None) -> None:
+    """Run every stage: crop, train, embed, retrieve, new_individual threshold, submission."""
+    from wildid.config import ConfigError
+    from wildid.data.competition import DataError
+    from wildid.pipeline import run as run_pipeline
+    from wildid.report import print_run
+
+    try:
+        cfg = _config(config, overrides)
+        result = run_pipeline(cfg)
+    except (ConfigError, DataError) as err:
+        _fail(err)
+    print_run(result)
+
+
+@app.command()
+def validate(
+    submission: Path,
+    data: Annotated[Path, typer.Option(help="competition folder")],
+) -> None:
+    """Check a submission file against a competition's test images and train ids."""
+    from wildid.data.competition import DataError, load_competition
+    from wildid.submission import SubmissionError, validate_against_competition
+
+    try:
+        validate_against_competition(submission, load_competition(data, check_images=False))
+    except (DataError, SubmissionError, FileNotFoundError) as err:
+        _fail(err)
+    typer.echo(f"{submission}: valid")
+
+
+@app.command()
+def score(submission: Path, solution: Path) -> None:
+    """Score a submission against solution.csv with Kaggle's MAP@5."""
+    from wildid.metrics import ScoreError, score_breakdown
+
+    try:
+        table = score_breakdown(submission, solution)
+    except (ScoreError, FileNotFoundError) as err:
+        _fail(err)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    value = float(table.loc[table["species"] == "all", "map5"].iloc[0])
+    typer.echo(f"MAP@5 {value:.6f}")
+
+
+def _stage(name: str):
+    """A stage sub-command: loads the config, runs the stages before it (cached)."""
+
+    def command(config: ConfigArg, overrides: Overrides = None) -> None:
+        from wildid import pipeline
+
+        cfg = _config(config, overrides)
+        competition, split = pipeline.prepare(cfg)
+        if name == "prepare":
+            typer.echo(f"{cfg.data}: {len(competition.train)} train, {len(competition.test)} "
+                       f"test; split in {cfg.run_dir / 'split.csv'}")
+            return
+        crops = pipeline.crop(cfg, competition)
+        if name == "crop":
+            typer.echo(f"crops in {crops.root}")
+            return
+        best = pipeline.train(cfg, crops, split)
+        typer.echo(f"best checkpoint: {best}")
+
+    command.__doc__ = {
+        "prepare": "Validate the competition folder and write the validation split.",
+        "crop": "Crop every photo (boxes.csv, or whole images) into working/crops/.",
+        "train": "Train the embedding model (resumes from its last checkpoint).",
+    }[name]
+    return command
+
+
+for _name in ("prepare", "crop", "train"):
+    app.command(_name)(_stage(_name))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

