@@ -45,7 +45,8 @@ PROFILE_SAMPLES = 200  # points along the body contour
 FIN_SAMPLES = 120  # points along each fin edge; notches need several points across
 MAX_PHOTOS = 30  # cap of the per-individual photo count distribution
 PHOTO_EXPONENT = 1.1  # P(n photos) ~ n ** -PHOTO_EXPONENT: many 1-2, a few 20+
-NEW_MAX_PHOTOS = 5  # "new" test individuals are rarely photographed, as in Happywhale
+NEW_MAX_PHOTOS = 5
+NOTCH_GAP = 0.15  # minimum distance between two notches along the trailing edge  # "new" test individuals are rarely photographed, as in Happywhale
 _SPECIES_STREAM, _MARKS_STREAM, _PHOTO_STREAM, _TEXTURE_STREAM, _SPLIT_STREAM = range(5)
 
 
@@ -253,15 +254,19 @@ def _depth_at(species: Species, u: float) -> float:
 
 
 def _notches(rng: np.random.Generator) -> tuple[Notch, ...]:
+    """1-4 notches kept at least NOTCH_GAP apart, so each stays a separate, visible nick.
+
+    Positions are drawn as sorted uniforms in the slack left after the gaps, then spread
+    by the gaps: every draw succeeds (rejection sampling can paint itself into a corner).
+    """
     count = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.32, 0.23, 0.15]))
-    spots: list[float] = []
-    while len(spots) < count:  # keep notches apart so each stays a separate, visible nick
-        t = float(rng.uniform(0.12, 0.85))
-        if all(abs(t - s) > 0.15 for s in spots):
-            spots.append(t)
+    lo, hi = 0.12, 0.85
+    slack = hi - lo - NOTCH_GAP * (count - 1)
+    ts = np.sort(rng.uniform(0.0, slack, size=count)) + lo + NOTCH_GAP * np.arange(count)
     return tuple(
-        Notch(t, float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.05, 0.11)), bool(rng.random() < 0.5))
-        for t in sorted(spots)
+        Notch(float(t), float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.05, 0.11)),
+              bool(rng.random() < 0.5))
+        for t in ts
     )
 
 
