@@ -86,7 +86,8 @@ def _crop_one(
         if region[2] - region[0] < 2 or region[3] - region[1] < 2:
             region, used = (0, 0, width, height), "fallback"
     with atomic_path(target) as tmp:
-        cv2.imwrite(str(tmp), crop_image(image, region, config.size), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(tmp), crop_image(image, region, config.size),
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
     return region, used
 
 
