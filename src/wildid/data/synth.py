@@ -682,7 +682,8 @@ def _marks(ind: Individual, geom: Geometry, col: np.ndarray, uv: np.ndarray,
             col[where] = _mark_colour(col, where, spot.light)
     for scar in ind.scars:
         pts = [(p[0], _to_v(geom, p[0], p[1])) for p in scar.points]
-        dist = np.minimum(*(_segment_distance(u, v, a, b) for a, b in zip(pts, pts[1:], strict=False)))
+        segments = zip(pts, pts[1:], strict=False)
+        dist = np.minimum(*(_segment_distance(u, v, a, b) for a, b in segments))
         where = body & (dist < scar.width / 2)
         if where.any():
             col[where] = _mark_colour(col, where, True)
