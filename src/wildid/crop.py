@@ -102,7 +102,9 @@ def make_crops(
     boxes = boxes if boxes is not None else (
         competition.boxes if config.source == "boxes" else None
     )
-    inputs = [cache.file_identity(competition.root / n) for n in ("train.csv", "boxes.csv")]
+    # sample_submission.csv lists the test images: a changed test set must be re-cropped.
+    tables = ("train.csv", "sample_submission.csv", "boxes.csv")
+    inputs = [cache.file_identity(competition.root / n) for n in tables]
     key = cache.fingerprint(config.model_dump(), str(competition.root.resolve()), inputs,
                             None if boxes is None else pd.util.hash_pandas_object(boxes).sum())
     root = Path(working) / "crops" / key
