@@ -39,12 +39,19 @@ def tiny_copy(tiny_comp: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_comp, tmp_path / "comp"))
 
 
-@pytest.fixture
-def tiny_config(tiny_comp: Path, tmp_path: Path) -> Callable[..., Config]:
-    """configs/mini.yaml on the tiny competition, outputs under tmp_path, fast settings."""
+@pytest.fixture(scope="session")
+def make_config(tiny_comp: Path) -> Callable[..., Config]:
+    """make_config(out_dir, *overrides): mini.yaml on the tiny competition, fast settings,
+    outputs (working/, submissions/) under out_dir."""
 
-    def make(*overrides: str) -> Config:
-        return load_config(MINI, [f"data={tiny_comp}", f"working={tmp_path / 'working'}",
-                                  f"submissions={tmp_path / 'submissions'}", *FAST, *overrides])
+    def make(out: Path, *overrides: str) -> Config:
+        return load_config(MINI, [f"data={tiny_comp}", f"working={out / 'working'}",
+                                  f"submissions={out / 'submissions'}", *FAST, *overrides])
 
     return make
+
+
+@pytest.fixture
+def tiny_config(make_config: Callable[..., Config], tmp_path: Path) -> Callable[..., Config]:
+    """tiny_config(*overrides): `make_config` with outputs under this test's tmp_path."""
+    return lambda *overrides: make_config(tmp_path, *overrides)
