@@ -14,10 +14,12 @@ from pathlib import Path
 import jupytext
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 
 from wildid.config import ConfigError
 from wildid.data.competition import load_competition
+from wildid.io import write_csv, write_npy
 from wildid.notebook import (
     env_overrides,
     import_spec,
@@ -78,8 +80,6 @@ def test_notebook_config_reads_config_path_and_overrides(tmp_path: Path) -> None
 
 
 def test_cached_embeddings_must_match_the_competition(tiny_comp: Path, tiny_config) -> None:  # noqa: ANN001
-    from wildid.io import write_csv, write_npy
-
     config = tiny_config()
     competition = load_competition(tiny_comp)
     assert load_embeddings(config, competition) is None  # nothing cached yet
@@ -89,8 +89,6 @@ def test_cached_embeddings_must_match_the_competition(tiny_comp: Path, tiny_conf
     write_npy(folder / "test.npy", np.zeros((len(competition.test), 8), np.float16))
     index = [*(("train", i) for i in competition.train["image"]),
              *(("test", i) for i in competition.test["image"])]
-    import pandas as pd
-
     table = pd.DataFrame(index, columns=["split", "image"])[["image", "split"]]
     write_csv(table, folder / "index.csv")
     cached = load_embeddings(config, competition)
