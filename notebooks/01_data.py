@@ -77,12 +77,14 @@ if (data / "train.csv").is_file():
     source = "existing folder"
 elif catalogue:
     summary = import_catalogue(catalogue, data, import_spec())
-    source = f"imported from {catalogue}: {summary}"
+    source = (f"imported from {catalogue}: {summary.individuals} individuals "
+              f"({summary.new_individuals} held out as new)")
 else:
     if KAGGLE:
         print(f"{KAGGLE_COMPETITION} not attached: using synthetic data instead.")
     summary = synthesize(data, synth_spec())
-    source = f"synthesized: {summary}"
+    source = (f"synthesized {summary.individuals} individuals ({summary.new_test_images} "
+              "test images of new ones)")
 print(f"{data.resolve()}: {source}")
 
 # %% [markdown]
