@@ -58,7 +58,6 @@ def _hold_out(candidates: np.ndarray, counts: pd.Series, budget: float) -> list[
     return held
 
 
-
 def make_folds(
     train: pd.DataFrame,
     n_folds: int,
