@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # Every optional part of the engine at once, so the resume test covers their states too.
 FULL = ["train.epochs=2", "train.accumulate=2", "train.ema_decay=0.9", "loss.subcenters=2",
-        "loss.dynamic_margin=true", "loss.species_weight=0.5", "train.precision=fp32"]
+        "loss.dynamic_margin=true", "loss.species_weight=0.5", "train.precision=bf16"]
 
 
 class Killed(Exception):
