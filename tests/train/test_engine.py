@@ -88,3 +88,21 @@ def test_checkpoint_of_other_classes_is_refused(tiny: Tiny, tmp_path: Path) -> N
                            [data.train_ids[i] for i in keep], data.val_paths, data.val_truths)
     with pytest.raises(RuntimeError, match="classes differ"):
         Trainer(config, fewer, tmp_path / "model").fit(progress=False)
+
+
+def test_pipeline_trains_each_configured_fold(tiny: Tiny, tmp_path: Path) -> None:
+    config = tiny.config(tmp_path / "working", "train.folds=3", "train.fold_ids=[0,2]",
+                         "train.epochs=0")
+    competition, split = pipeline.prepare(config)
+    crops = pipeline.crop(config, competition, progress=False)
+    best = pipeline.train(config, crops, split, progress=False)
+    assert best == [config.run_dir / "models" / f"fold{k}" / "best.pt" for k in (0, 2)]
+    assert all(path.is_file() for path in best)
+    folds = pd.read_csv(config.run_dir / "folds.csv")
+    assert sorted(folds["fold"].unique()) == [0, 1, 2]
+    # Fold 2 trained on fold 2's train images (its classes), not fold 0's.
+    fold2 = folds[(folds["fold"] == 2) & (folds["role"] == "train")]
+    classes = pd.read_csv(config.run_dir / "models" / "fold2" / "classes.csv")
+    assert set(classes["individual_id"]) == set(fold2["individual_id"])
+    with pytest.raises(ValueError, match="fold_ids"):
+        pipeline.train(tiny.config(tmp_path / "w2", "train.fold_ids=[1]"), crops, split)
