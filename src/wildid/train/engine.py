@@ -244,6 +244,9 @@ class Trainer:
         if not self.last_path.is_file():
             return False
         state = torch.load(self.last_path, map_location=self.device, weights_only=True)
+        if "train" not in state:
+            raise RuntimeError(f"{self.last_path}: written by an older wildid, cannot resume; "
+                               "delete the folder to start over.")
         if list(state["classes"]) != self.classes:
             raise RuntimeError(
                 f"{self.last_path}: checkpoint classes differ from this data; "
