@@ -10,7 +10,7 @@ MINI ?= input/mini-whales
 DATA ?= ../shared/datasets/nyala
 GROUP ?= ^(\d+)_
 
-.PHONY: demo test lint bench setup clean-working
+.PHONY: demo test lint bench setup clean-working bench-train
 
 $(STAMP): requirements.txt pyproject.toml scripts/setup_env.sh scripts/fix_torchvision_cpu.py
 	bash scripts/setup_env.sh
@@ -31,7 +31,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check . || true
 
-bench: $(STAMP)
+bench: $(STAMP) bench-train
+
+# Training step (JPEG crops, augmentation, model, loss, optimizer) vs a bare in-memory loop.
+bench-train: $(STAMP) $(MINI)/train.csv
+	$(PY) benchmarks/bench_train.py --data $(MINI)
 
 clean-working:
 	rm -rf working/* submissions/*

@@ -153,8 +153,28 @@ def _stage(name: str):
     return command
 
 
-for _name in ("prepare", "crop", "train"):
+for _name in ("prepare", "crop"):
     app.command(_name)(_stage(_name))
+
+
+@app.command("train")
+def train(
+    config: ConfigArg,
+    overrides: Overrides = None,
+    nproc: Annotated[int, typer.Option(help="processes (GPUs) for DDP, launched by torchrun")]
+    = 1,
+) -> None:
+    """Train the embedding model (resumes from its last checkpoint)."""
+    if nproc <= 1:
+        _stage("train")(config, overrides)
+        return
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "wildid.train.ddp", str(config),
+               *(overrides or [])]
+    raise typer.Exit(subprocess.call(command))
 
 
 def main() -> None:

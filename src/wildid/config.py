@@ -54,10 +54,24 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    name: Literal["arcface"] = "arcface"
+    """Metric-learning loss (src/wildid/models/losses.py); all share one interface."""
+
+    # arcface (sub-centre and dynamic margins by the keys below), or pytorch-metric-learning's
+    # proxy_anchor, or triplet (semi-hard miner; use train.sampler=m_per_class with it)
+    name: Literal["arcface", "proxy_anchor", "triplet"] = "arcface"
     scale: float = Field(30.0, gt=0)
-    margin: float = Field(0.3, ge=0.0)
-    subcenters: int = Field(1, ge=1)
+    margin: float = Field(0.3, ge=0.0)  # ArcFace margin when dynamic_margin is off
+    subcenters: int = Field(1, ge=1)  # ArcFace centres per class (sub-center ArcFace: 2-3)
+    # Per-class ArcFace margin m = margin_a * n^(-margin_lambda) + margin_b, n = images of
+    # the class: rare individuals get larger margins (Happywhale 1st place's recipe).
+    dynamic_margin: bool = False
+    margin_a: float = Field(0.5, ge=0.0)
+    margin_b: float = Field(0.05, ge=0.0)
+    margin_lambda: float = Field(0.25, ge=0.0)
+    species_weight: float = Field(0.0, ge=0.0)  # auxiliary species cross-entropy; 0: off
+    proxy_margin: float = Field(0.1, ge=0.0)  # ProxyAnchor delta
+    proxy_alpha: float = Field(32.0, gt=0)  # ProxyAnchor alpha
+    triplet_margin: float = Field(0.1, ge=0.0)  # triplet loss and miner margin
 
 
 class TrainConfig(Section):
@@ -75,6 +89,16 @@ class TrainConfig(Section):
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # fraction of train images validated on
     val_new_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # of val: individuals held out whole
     device: str = "auto"
+    folds: int = Field(1, ge=1)  # 1: one split by val_fraction; k: k-fold by individual
+    fold_ids: list[int] | None = None  # folds to train (None: all of them)
+    accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # EMA of weights; None: off
+    sampler: Literal["random", "m_per_class"] = "random"
+    m_per_class: int = Field(4, ge=2)  # images per individual in a batch (m_per_class)
+    # decoded, letterboxed training images are held in RAM when they fit in this budget
+    # (else decoded from disk each epoch by num_workers processes)
+    cache_gb: float = Field(2.0, ge=0.0)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; None: torch's default
 
 
 class EmbedConfig(Section):

@@ -20,7 +20,7 @@ import torch
 from wildid.config import Config, save_config
 from wildid.crop import CropSet, make_crops
 from wildid.data.competition import Competition, load_competition
-from wildid.data.folds import split_validation
+from wildid.data.folds import fold_split, make_folds
 from wildid.data.transforms import eval_transform
 from wildid.embed import embed_paths, l2_normalise
 from wildid.io import write_csv, write_npy, write_text
@@ -30,7 +30,7 @@ from wildid.plots import plot_threshold_curve
 from wildid.openset import predict, tune_threshold
 from wildid.retrieval import Ranking, rank_individuals
 from wildid.submission import validate_against_competition, write_submission
-from wildid.train.engine import TrainData, Trainer, load_trained, resolve_device
+from wildid.train.engine import TrainData, Trainer, distributed, load_trained, resolve_device
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,17 @@ class Evaluation:
 
 
 def prepare(config: Config) -> tuple[Competition, pd.DataFrame]:
-    """Load and validate the competition; split train for validation (split.csv)."""
+    """Load and validate the competition; split train for validation.
+
+    Writes folds.csv (every fold's roles, `train.folds` of them) and split.csv (fold 0,
+    the split returned); with one fold, the split holds out `train.val_fraction`.
+    """
     competition = load_competition(config.data)
     tc = config.train
-    split = split_validation(competition.train, tc.val_fraction, tc.val_new_fraction, tc.seed)
+    folds = make_folds(competition.train, tc.folds, tc.val_new_fraction, tc.seed,
+                       tc.val_fraction)
+    write_csv(folds, config.run_dir / "folds.csv")
+    split = fold_split(folds, 0)
     write_csv(split, config.run_dir / "split.csv")
     save_config(config, config.run_dir / "config.yaml")
     return competition, split
@@ -73,15 +80,46 @@ def train_data(crops: CropSet, split: pd.DataFrame, kind: str) -> TrainData:
         train_ids=fit["individual_id"].tolist(),
         val_paths=crops.paths("train", kind, val["image"]),
         val_truths=val["val_truth"].tolist(),
+        train_species=fit["species"].tolist() if "species" in fit else None,
     )
 
 
-def train(config: Config, crops: CropSet, split: pd.DataFrame, progress: bool = True) -> Path:
-    """Train fold 0; returns the best checkpoint. Resumes a killed run from last.pt."""
-    data = train_data(crops, split, config.crop.kinds[0])
-    out_dir = config.run_dir / "models" / "fold0"
-    save_config(config, out_dir / "config.yaml")
-    return Trainer(config, data, out_dir).fit(progress).best
+def fold_ids(config: Config) -> list[int]:
+    """The folds `train` trains: `train.fold_ids`, or all `train.folds` of them."""
+    ids = config.train.fold_ids
+    if ids is None:
+        return list(range(config.train.folds))
+    bad = [k for k in ids if not 0 <= k < config.train.folds]
+    if bad:
+        raise ValueError(f"train.fold_ids {bad} outside 0..{config.train.folds - 1} "
+                         f"(train.folds={config.train.folds}).")
+    return list(ids)
+
+
+def train(
+    config: Config, crops: CropSet, split: pd.DataFrame, progress: bool = True
+) -> list[Path]:
+    """Train each configured fold into models/fold<k>/; returns their best checkpoints.
+
+    Fold 0 trains on `split`; other folds on their rows of folds.csv (written by
+    `prepare`). Each fold resumes a killed run from its last.pt.
+    """
+    folds = None
+    best = []
+    for k in fold_ids(config):
+        if k == 0:
+            fold = split
+        else:
+            if folds is None:
+                folds = pd.read_csv(config.run_dir / "folds.csv", dtype=str,
+                                    keep_default_na=False).astype({"fold": int})
+            fold = fold_split(folds, k)
+        data = train_data(crops, fold, config.crop.kinds[0])
+        out_dir = config.run_dir / "models" / f"fold{k}"
+        if distributed()[0] == 0:
+            save_config(config, out_dir / "config.yaml")
+        best.append(Trainer(config, data, out_dir).fit(progress).best)
+    return best
 
 
 def embed(
@@ -187,7 +225,7 @@ def run(config: Config, progress: bool = True) -> RunResult:
     with timer("crop"):
         crops = crop(config, competition, progress)
     with timer("train"):
-        best = train(config, crops, split, progress)
+        best = train(config, crops, split, progress)[0]
     device = resolve_device(config.train.device)
     with timer("embed"):
         model = load_trained(config, best, device)

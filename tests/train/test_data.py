@@ -1,0 +1,78 @@
+"""Samplers and augmentation seeds: what makes resumed and multi-process runs exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wildid.data.transforms import train_transform
+from wildid.train.data import EpochBatches, TrainImages, load_letterboxed
+
+LABELS = np.repeat(np.arange(12), [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6])  # 42 images
+
+
+def _epoch(sampler: EpochBatches, epoch: int) -> list[list[tuple[int, int]]]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+@pytest.mark.parametrize("mode", ["random", "m_per_class"])
+def test_epoch_depends_on_seed_and_epoch_only(mode: str) -> None:
+    sampler = EpochBatches(LABELS, 8, mode, m=2, seed=3)
+    first = _epoch(sampler, 1)
+    _epoch(sampler, 0)
+    assert _epoch(sampler, 1) == first  # what ran before does not matter
+    assert _epoch(EpochBatches(LABELS, 8, mode, m=2, seed=3), 1) == first  # a new process
+    assert _epoch(sampler, 2) != first
+    assert len(first) == len(sampler) == 42 // 8
+    assert all(len(batch) == 8 for batch in first)
+
+
+def test_random_epoch_draws_each_image_once() -> None:
+    indices = [i for batch in _epoch(EpochBatches(LABELS, 8), 0) for i, _ in batch]
+    assert len(set(indices)) == len(indices) == 40
+
+
+def test_m_per_class_batches() -> None:
+    for batch in _epoch(EpochBatches(LABELS, 8, "m_per_class", m=4, seed=0), 0):
+        _, counts = np.unique(LABELS[[i for i, _ in batch]], return_counts=True)
+        assert (counts == 4).all()
+    with pytest.raises(ValueError, match="multiple"):
+        EpochBatches(LABELS, 10, "m_per_class", m=4)
+
+
+@pytest.mark.parametrize("mode", ["random", "m_per_class"])
+def test_ranks_share_out_the_batches_of_one_process(mode: str) -> None:
+    """Two processes see, between them, the batches one process would see with 2x the
+    batches: every world-th one, no batch twice."""
+    single = _epoch(EpochBatches(LABELS, 4, mode, m=2, seed=1), 0)
+    ranks = [_epoch(EpochBatches(LABELS, 4, mode, m=2, seed=1, rank=r, world=2), 0)
+             for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single) // 2
+    assert ranks[0] == single[0::2][: len(ranks[0])]
+    assert ranks[1] == single[1::2][: len(ranks[1])]
+
+
+def test_accumulation_keeps_whole_steps() -> None:
+    assert len(EpochBatches(LABELS, 4, accumulate=3)) == 9  # 10 batches -> 3 steps of 3
+
+
+def test_augmentation_follows_the_seed(tmp_path) -> None:
+    import cv2
+
+    paths = []
+    for k in range(3):
+        image = np.random.default_rng(k).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+        paths.append(str(tmp_path / f"{k}.jpg"))
+        cv2.imwrite(paths[-1], image)
+    transform = train_transform(32, ((0.5,) * 3, (0.5,) * 3))
+    cache = load_letterboxed(paths, 32, progress=False)
+    cached = TrainImages(paths, [0, 1, 2], [0, 0, 0], transform, cache)
+    disk = TrainImages(paths, [0, 1, 2], [0, 0, 0], transform)
+    a, label, _ = cached[(1, 7)]
+    assert label == 1 and a.shape == (3, 32, 32)
+    cached[(2, 8)]  # another draw in between changes nothing
+    assert torch.equal(cached[(1, 7)][0], a)
+    assert torch.equal(disk[(1, 7)][0], a)  # the cache holds what the disk path makes
+    assert not torch.equal(cached[(1, 9)][0], a)
