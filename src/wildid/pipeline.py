@@ -215,8 +215,12 @@ def evaluate_rankings(
     test_ranking: Ranking,
     out_dir: Path,
     threshold: Threshold | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Evaluation:
-    """Choose the threshold (unless given), predict test, write, validate and score."""
+    """Choose the threshold (unless given), predict test, write, validate and score.
+
+    `extra` is recorded in metrics.json beside the scores (e.g. an ensemble's members).
+    """
     species_of = dict(zip(competition.train["individual_id"], competition.train["species"],
                           strict=True))
     decision = threshold or choose_threshold(config.retrieval, val_ranking, truths,
@@ -234,7 +238,7 @@ def evaluate_rankings(
         "name": name, "threshold": decision.value, "threshold_source": decision.source,
         "per_species": decision.per_species, "val_map5": val_map5,
         "val_map5_closed": float(map5_curve(val_ranking, truths, [None])[0]) if truths else None,
-        "submission": str(submission),
+        "submission": str(submission), **(extra or {}),
     }
     test_map5, breakdown = None, None
     if competition.has_solution:
