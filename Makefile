@@ -10,7 +10,7 @@ MINI ?= input/mini-whales
 DATA ?= ../shared/datasets/nyala
 GROUP ?= ^(\d+)_
 
-.PHONY: demo test lint bench setup clean-working
+.PHONY: demo test lint bench setup clean-working bench-retrieval
 
 $(STAMP): requirements.txt pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh
@@ -30,6 +30,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests notebooks benchmarks
 
 bench: $(STAMP)
+
+# Search + grouping + threshold + submission at full Happywhale scale (random 4608-d).
+bench-retrieval: $(STAMP)
+	$(PY) benchmarks/bench_retrieval.py $(BENCH_ARGS)
 
 clean-working:
 	rm -rf working/* submissions/*

@@ -104,7 +104,7 @@ class RetrievalConfig(Section):
     threshold_grid: list[float] = [round(0.05 * i, 2) for i in range(-2, 21)]
     # "flat": exact inner product; "ivf"/"hnsw": approximate, for galleries too large for it.
     index: Literal["flat", "ivf", "hnsw"] = "flat"
-    nlist: int | None = Field(None, ge=1)  # IVF cells (None: 4 * sqrt(gallery size))
+    nlist: int | None = Field(None, ge=1)  # IVF cells (None: sqrt(gallery size))
     nprobe: int = Field(32, ge=1)  # IVF cells visited per query
     hnsw_m: int = Field(32, ge=4)  # HNSW links per node
     ef_search: int = Field(256, ge=1)  # HNSW search breadth
