@@ -122,3 +122,13 @@ def test_choose_threshold_modes_and_per_species():
     frac = choose_threshold(RetrievalConfig(new_fraction=0.25), ranking, [], ranking)
     assert frac.source == "fraction" and not frac.curve
     assert choose_threshold(RetrievalConfig(), ranking, [], ranking).value is None
+
+
+def test_species_without_held_out_queries_keeps_the_global_threshold():
+    labels = [["w1"]] * 30 + [["d1"]] * 30
+    scores = [[0.9]] * 15 + [[0.6]] * 15 + [[0.5]] * 30
+    truths = ["w1"] * 15 + [NEW] * 15 + ["d1"] * 30  # no dolphin was held out
+    ranking = Ranking.from_lists(labels, scores)
+    config = RetrievalConfig(per_species=True, species_min_queries=5)
+    chosen = choose_threshold(config, ranking, truths, ranking, {"w1": "whale", "d1": "dolphin"})
+    assert set(chosen.per_species) == {"whale"}
