@@ -10,7 +10,7 @@ MINI ?= input/mini-whales
 DATA ?= ../shared/datasets/nyala
 GROUP ?= ^(\d+)_
 
-.PHONY: demo test lint bench setup clean-working bench-train
+.PHONY: demo test lint bench setup clean-working bench-train bench-retrieval
 
 $(STAMP): requirements.txt pyproject.toml scripts/setup_env.sh scripts/fix_torchvision_cpu.py
 	bash scripts/setup_env.sh
@@ -31,11 +31,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check . || true
 
-bench: $(STAMP) bench-train
+bench: bench-train bench-retrieval
 
 # Training step (JPEG crops, augmentation, model, loss, optimizer) vs a bare in-memory loop.
 bench-train: $(STAMP) $(MINI)/train.csv
 	$(PY) benchmarks/bench_train.py --data $(MINI)
+
+# Search + grouping + threshold + submission at full Happywhale scale (random 4608-d).
+bench-retrieval: $(STAMP)
+	$(PY) benchmarks/bench_retrieval.py $(BENCH_ARGS)
 
 clean-working:
 	rm -rf working/* submissions/*

@@ -6,6 +6,8 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid run CONFIG [key=value ...]          (data=DIR chooses the competition folder)
     wildid validate SUBMISSION --data DIR      (exit 0 when valid)
     wildid score SUBMISSION SOLUTION           (last line: MAP@5 <value>)
+    wildid ensemble CONFIG [key=value ...]     (ensemble.members=[runA,runB] ...)
+    wildid submit [SUBMISSION] [--data DIR] [-m MESSAGE]
 """
 
 from __future__ import annotations
@@ -124,6 +126,44 @@ def score(submission: Path, solution: Path) -> None:
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     value = float(table.loc[table["species"] == "all", "map5"].iloc[0])
     typer.echo(f"MAP@5 {value:.6f}")
+
+
+@app.command()
+def ensemble(config: ConfigArg, overrides: Overrides = None) -> None:
+    """Combine stored embeddings of several runs/folds, tune the threshold, write, score."""
+    from wildid.config import ConfigError
+    from wildid.data.competition import DataError
+    from wildid.ensemble import EnsembleError, run_ensemble
+    from wildid.pipeline import RunResult
+    from wildid.report import print_run
+
+    try:
+        result = run_ensemble(_config(config, overrides))
+    except (ConfigError, DataError, EnsembleError, FileNotFoundError) as err:
+        _fail(err)
+    print_run(RunResult(result, None, {}))
+
+
+@app.command()
+def submit(
+    submission: Annotated[Path, typer.Argument(help="the CSV to submit")] = Path(
+        "submissions/submission.csv"),
+    message: Annotated[str, typer.Option("--message", "-m", help="submission description")]
+    = "wildid",
+    data: Annotated[Path | None, typer.Option(help="competition folder to validate against")]
+    = None,
+    competition: str = "happy-whale-and-dolphin",
+) -> None:
+    """Validate SUBMISSION, then upload it with `kaggle competitions submit`."""
+    from wildid.data.competition import DataError
+    from wildid.kaggle import KaggleError
+    from wildid.kaggle import submit as kaggle_submit
+
+    try:
+        output = kaggle_submit(submission, message, competition, data)
+    except (KaggleError, DataError) as err:
+        _fail(err)
+    typer.echo(output or f"{submission}: submitted to {competition}")
 
 
 def _stage(name: str):

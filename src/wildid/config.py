@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from wildid.io import write_text
 
@@ -103,14 +110,69 @@ class TrainConfig(Section):
 
 class EmbedConfig(Section):
     batch_size: int = Field(64, ge=1)
-    flip_tta: bool = True
+    # Horizontal-flip TTA. "mean": each image's embedding is the mean of image and mirror;
+    # "gallery": train mirrors are extra gallery entries (queries stay plain); "none".
+    # The booleans of older configs still work (true = "mean", false = "none").
+    flip_tta: Literal["none", "mean", "gallery"] = "mean"
     dtype: Literal["float16", "float32"] = "float16"
+
+    @field_validator("flip_tta", mode="before")
+    @classmethod
+    def _flip_from_bool(cls, value: Any) -> Any:
+        return {True: "mean", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
 class RetrievalConfig(Section):
     k: int = Field(50, ge=1)  # neighbours searched per query before grouping by individual
     threshold: float | None = None  # new_individual threshold; None: tune on validation
     threshold_grid: list[float] = [round(0.05 * i, 2) for i in range(-2, 21)]
+    # "flat": exact inner product; "ivf"/"hnsw": approximate, for galleries too large for it.
+    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    nlist: int | None = Field(None, ge=1)  # IVF cells (None: sqrt(gallery size))
+    nprobe: int = Field(32, ge=1)  # IVF cells visited per query
+    hnsw_m: int = Field(32, ge=4)  # HNSW links per node
+    ef_search: int = Field(256, ge=1)  # HNSW search breadth
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: faiss-gpu when a GPU is present
+    query_chunk: int = Field(4096, ge=1)  # queries searched at once (bounds memory)
+    # Blend each individual's best cosine with the ArcFace head's class cosine (1st place
+    # Happywhale): score = (1 - w) * knn + w * head. 0 uses retrieval alone.
+    head_weight: float = Field(0.0, ge=0.0, le=1.0)
+    per_species: bool = False  # one threshold per (predicted) species, tuned on validation
+    species_min_queries: int = Field(20, ge=1)  # fewer validation queries: global threshold
+    # "Expected fraction of new": the threshold puts new_individual first for this fraction
+    # of test queries (their weakest top-1 matches). None: tune on validation instead.
+    new_fraction: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class EnsembleConfig(Section):
+    """`wildid ensemble`: combine the stored embeddings of several runs and folds."""
+
+    # "<run>" (all of working/<run>/embeddings/fold*) or "<run>/<fold>", e.g. "seed0/fold0".
+    members: list[str] = []
+    weights: list[float] | None = None  # one per member, on the cosine scale; None: equal
+    # concat: weighted, re-normalised concatenation (one search); score: search each member,
+    # then average each individual's best similarity over members.
+    method: Literal["concat", "score"] = "concat"
+    # val: tune on the split's validation queries; members: mean of the members' own tuned
+    # thresholds (their metrics.json), for when validation images trained other members.
+    threshold_from: Literal["val", "members"] = "val"
+    split: str | None = None  # split.csv for validation (None: the first member's)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> EnsembleConfig:
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.members)} members; "
+                             "give one weight per member or none.")
+        return self
+
+
+class PseudoConfig(Section):
+    """Pseudo-labels: confident test predictions become train images for a next round."""
+
+    threshold: float | None = None  # top-1 similarity a test image needs (None: off)
+    margin: float = Field(0.0, ge=0.0)  # and by how much top-1 must beat top-2
+    out: str | None = None  # competition folder written (None: <run dir>/pseudo)
+    link: Literal["symlink", "hardlink", "copy"] = "symlink"  # how images get there
 
 
 class Config(Section):
@@ -125,6 +187,8 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    pseudo: PseudoConfig = PseudoConfig()
 
     @property
     def run_dir(self) -> Path:

@@ -12,33 +12,42 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from wildid import cache
 from wildid.config import Config, save_config
 from wildid.crop import CropSet, make_crops
 from wildid.data.competition import Competition, load_competition
 from wildid.data.folds import fold_split, make_folds
 from wildid.data.transforms import eval_transform
-from wildid.embed import embed_paths, l2_normalise
-from wildid.io import write_csv, write_npy, write_text
-from wildid.metrics import map_at_k, score_breakdown
+from wildid.embed import (
+    Embeddings,
+    combine_views,
+    embed_kind,
+    embed_views,
+    flip_mode,
+    load_class_centres,
+    weights_digest,
+    write_embeddings,
+)
+from wildid.io import write_csv, write_text
+from wildid.metrics import score_breakdown
 from wildid.models.net import EmbeddingNet
+from wildid.openset import Threshold, choose_threshold, map5_curve, predict, predicted_species
 from wildid.plots import plot_threshold_curve
-from wildid.openset import predict, tune_threshold
-from wildid.retrieval import Ranking, rank_individuals
+from wildid.retrieval import (
+    ClassCentres,
+    Ranking,
+    blend_with_head,
+    rank_individuals,
+    search_options,
+)
 from wildid.submission import validate_against_competition, write_submission
 from wildid.train.engine import TrainData, Trainer, distributed, load_trained, resolve_device
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    """Unit-length embeddings of every train and test image, in table order."""
-
-    train: np.ndarray
-    test: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class Evaluation:
     submission: Path
     test_map5: float | None = None
     breakdown: pd.DataFrame | None = field(default=None, repr=False)
+    details: dict[str, Any] = field(default_factory=dict, repr=False)  # what metrics.json holds
 
 
 def prepare(config: Config) -> tuple[Competition, pd.DataFrame]:
@@ -133,26 +143,35 @@ def embed(
     """Embed every train and test image for each crop kind; combine kinds as configured.
 
     `forward` maps a batch of images to embeddings and has a `mean_std` attribute (the
-    normalisation its weights expect).
+    normalisation its weights expect). With `out_dir`, each kind's views are stored there
+    (see wildid.embed) and reused while the weights, config and crops are unchanged.
     """
     transform = eval_transform(config.train.image_size, forward.mean_std)
     ec = config.embed
     device = resolve_device(config.train.device)
-    parts: dict[str, list[np.ndarray]] = {"train": [], "test": []}
-    for split, table in (("train", competition.train), ("test", competition.test)):
-        for kind in config.crop.kinds:
-            parts[split].append(embed_paths(
-                forward, crops.paths(split, kind, table["image"]), transform, ec.batch_size,
-                ec.flip_tta, config.train.num_workers, device, f"embed {split}/{kind}", progress,
-            ))
-    combine = np.hstack if config.crop.combine == "concat" else lambda xs: np.mean(xs, axis=0)
-    result = Embeddings(*(l2_normalise(combine(parts[s])) for s in ("train", "test")))
+    mode = flip_mode(ec.flip_tta)
+
+    def embedder(paths: list[str], desc: str) -> tuple[np.ndarray, np.ndarray | None]:
+        return embed_views(forward, paths, transform, ec.batch_size, mode != "none",
+                           config.train.num_workers, device, desc, progress)
+
+    tables = {"train": competition.train, "test": competition.test}
+    digest = weights_digest(forward) if isinstance(forward, torch.nn.Module) else None
+    views = {}
+    for kind in config.crop.kinds:
+        paths = {s: crops.paths(s, kind, t["image"]) for s, t in tables.items()}
+        if out_dir is None or digest is None:
+            views[kind] = {name: array for s in tables for name, array in
+                           zip((s, f"{s}_flip"), embedder(paths[s], f"embed {s}/{kind}"),
+                               strict=True) if array is not None}
+            continue
+        key = cache.fingerprint(digest, config.section_dict("crop", "model"),
+                                config.train.image_size, mode != "none", ec.dtype, paths)
+        views[kind] = embed_kind(Path(out_dir) / kind, key, paths, embedder, ec.dtype)
+    result = combine_views(views, mode, config.crop.combine)
     if out_dir is not None:
-        for split in ("train", "test"):
-            write_npy(out_dir / f"{split}.npy", getattr(result, split).astype(ec.dtype))
-        write_csv(pd.concat([competition.train[["image"]].assign(split="train"),
-                             competition.test[["image"]].assign(split="test")]),
-                  out_dir / "index.csv")
+        write_embeddings(out_dir, result, competition.train["image"], competition.test["image"],
+                         ec.dtype)
     return result
 
 
@@ -168,46 +187,114 @@ def evaluate(
     split: pd.DataFrame,
     embeddings: Embeddings,
     out_dir: Path,
+    centres: ClassCentres | None | str = "auto",
 ) -> Evaluation:
-    """Tune the new_individual threshold on validation, predict test, write and score."""
+    """Tune the new_individual threshold on validation, predict test, write and score.
+
+    `centres` (the ArcFace head, blended in when retrieval.head_weight > 0): "auto" loads
+    them from this run's fold0 checkpoint when their size matches the embeddings.
+    """
+    if isinstance(centres, str):
+        centres = _run_centres(config, embeddings) if config.retrieval.head_weight > 0 else None
+    val_ranking, truths, test_ranking = rank_val_test(config, competition, split, embeddings,
+                                                      centres)
+    return evaluate_rankings(name, config, competition, val_ranking, truths, test_ranking,
+                             out_dir)
+
+
+def rank_val_test(
+    config: Config,
+    competition: Competition,
+    split: pd.DataFrame,
+    embeddings: Embeddings,
+    centres: ClassCentres | None = None,
+) -> tuple[Ranking, list[str], Ranking]:
+    """Validation queries ranked against the split's train part, and test against all train.
+
+    Gallery rows follow `embeddings.train_source`, so flip "gallery" mirrors join the
+    gallery of their own image's role (a held-out individual's mirror never leaks in).
+    """
+    rc = config.retrieval
+    options = search_options(rc)
+    source = embeddings.gallery_source()
     roles = split["role"].to_numpy()
-    k = config.retrieval.k
-    val_ranking = rank_individuals(
-        embeddings.train[roles == "train"], split.loc[roles == "train", "individual_id"].to_numpy(),
-        embeddings.train[roles == "val"], k,
-    )
-    truths = split.loc[roles == "val", "val_truth"].tolist()
-    threshold, curve = _threshold(config, val_ranking, truths)
-    val_map5 = map_at_k(predict(val_ranking, threshold), truths) if truths else float("nan")
-    test_ranking = rank_individuals(
-        embeddings.train, competition.train["individual_id"].to_numpy(), embeddings.test, k
-    )
-    predictions = predict(test_ranking, threshold, _fillers(competition))
+    labels = competition.train["individual_id"].to_numpy()
+    fit = np.flatnonzero(roles[source] == "train")
+    val = np.flatnonzero(roles == "val")
+    val_queries = embeddings.train[val]
+    val_ranking = rank_individuals(embeddings.train[fit], labels[source[fit]], val_queries,
+                                   rc.k, **options)
+    test_ranking = rank_individuals(embeddings.train, labels[source], embeddings.test, rc.k,
+                                    **options)
+    if centres is not None:
+        val_ranking = blend_with_head(val_ranking, val_queries, centres, rc.head_weight)
+        test_ranking = blend_with_head(test_ranking, embeddings.test, centres, rc.head_weight)
+    return val_ranking, split.loc[roles == "val", "val_truth"].tolist(), test_ranking
+
+
+def _run_centres(config: Config, embeddings: Embeddings) -> ClassCentres | None:
+    checkpoint = config.run_dir / "models" / "fold0" / "best.pt"
+    if not checkpoint.is_file():
+        return None
+    centres = load_class_centres(checkpoint)
+    if centres.weights.shape[1] != embeddings.train.shape[1]:
+        print(f"retrieval.head_weight ignored: head of {checkpoint} is "
+              f"{centres.weights.shape[1]}-d, embeddings are {embeddings.train.shape[1]}-d.")
+        return None
+    return centres
+
+
+def evaluate_rankings(
+    name: str,
+    config: Config,
+    competition: Competition,
+    val_ranking: Ranking,
+    truths: list[str],
+    test_ranking: Ranking,
+    out_dir: Path,
+    threshold: Threshold | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Evaluation:
+    """Choose the threshold (unless given), predict test, write, validate and score.
+
+    `extra` is recorded in metrics.json beside the scores (e.g. an ensemble's members).
+    """
+    species_of = dict(zip(competition.train["individual_id"], competition.train["species"],
+                          strict=True))
+    decision = threshold or choose_threshold(config.retrieval, val_ranking, truths,
+                                             test_ranking, species_of)
+    val_t = decision.for_queries(predicted_species(val_ranking, species_of))
+    val_map5 = float(map5_curve(val_ranking, truths, [val_t])[0]) if truths else float("nan")
+    test_t = decision.for_queries(predicted_species(test_ranking, species_of))
+    predictions = predict(test_ranking, test_t, _fillers(competition))
     submission = Path(config.submissions) / (
         "submission.csv" if name == "trained" else f"submission_{name}.csv"
     )
     write_submission(dict(zip(competition.test["image"], predictions, strict=True)), submission)
     validate_against_competition(submission, competition)
-    result = Evaluation(name, threshold, val_map5, curve, submission)
+    details: dict[str, Any] = {
+        "name": name, "threshold": decision.value, "threshold_source": decision.source,
+        "per_species": decision.per_species, "val_map5": val_map5,
+        "val_map5_closed": float(map5_curve(val_ranking, truths, [None])[0]) if truths else None,
+        "submission": str(submission), **(extra or {}),
+    }
+    test_map5, breakdown = None, None
     if competition.has_solution:
         breakdown = score_breakdown(submission, competition.root / "solution.csv")
         test_map5 = float(breakdown.loc[breakdown["species"] == "all", "map5"].iloc[0])
-        result = Evaluation(name, threshold, val_map5, curve, submission, test_map5, breakdown)
         write_csv(breakdown, out_dir / "breakdown.csv")
-    plot_threshold_curve(curve, threshold, f"{name}: open-set threshold",
+        details["test_map5_closed"] = float(map5_curve(
+            test_ranking, competition.test["individual_id"].tolist(), [None])[0])
+    details["test_map5"] = test_map5
+    if config.pseudo.threshold is not None and name != "baseline":
+        from wildid.pseudo import pseudo_round
+
+        details["pseudo"] = pseudo_round(config, competition, test_ranking)
+    plot_threshold_curve(decision.curve, decision.value, f"{name}: open-set threshold",
                          out_dir / "threshold.png")
-    write_text(out_dir / "metrics.json", json.dumps(
-        {"name": name, "threshold": threshold, "val_map5": val_map5,
-         "test_map5": result.test_map5, "submission": str(submission)}, indent=2))
-    return result
-
-
-def _threshold(
-    config: Config, ranking: Ranking, truths: list[str]
-) -> tuple[float | None, list[tuple[float, float]]]:
-    if config.retrieval.threshold is not None or not truths:
-        return config.retrieval.threshold, []
-    return tune_threshold(ranking, truths, config.retrieval.threshold_grid)
+    write_text(out_dir / "metrics.json", json.dumps(details, indent=2))
+    return Evaluation(name, decision.value, val_map5, decision.curve, submission, test_map5,
+                      breakdown, details)
 
 
 @dataclass(frozen=True)
