@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from wildid.config import Config
-from wildid.data.dataset import ImageDataset
+from wildid.data.dataset import CropKindDataset, ImageDataset
 from wildid.data.transforms import eval_transform, train_transform
 from wildid.embed import embed_paths
 from wildid.io import atomic_path, write_csv
@@ -42,6 +42,10 @@ class TrainData:
     train_ids: list[str]
     val_paths: list[str]  # validation queries
     val_truths: list[str]  # individual_id, or new_individual for held-out individuals
+    # Several crop kinds per train image (kind -> paths, same order as train_paths): each
+    # sample draws one kind by kind_ratios. None: train on train_paths only.
+    train_kind_paths: dict[str, list[str]] | None = None
+    kind_ratios: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,14 @@ class Trainer:
     def _loader(self) -> DataLoader:
         tc = self.config.train
         generator = torch.Generator().manual_seed(tc.seed * 1000 + self.epoch)
+        dataset = (
+            ImageDataset(self.data.train_paths, self.labels, self.train_tf)
+            if self.data.train_kind_paths is None
+            else CropKindDataset(self.data.train_kind_paths, self.data.kind_ratios, self.labels,
+                                 self.train_tf)
+        )
         return DataLoader(
-            ImageDataset(self.data.train_paths, self.labels, self.train_tf),
+            dataset,
             batch_size=tc.batch_size, shuffle=True, drop_last=True, generator=generator,
             num_workers=tc.num_workers, worker_init_fn=_seed_worker,
             persistent_workers=False, pin_memory=self.device.type == "cuda",
