@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from wildid import cache
 from wildid.config import Config, DetectConfig
 from wildid.data.competition import Competition, DataError
+from wildid.data.folds import _hold_out
 from wildid.io import write_text
 
 CLASSES = ("fullbody", "backfin")
@@ -113,12 +114,12 @@ def detector_boxes(competition: Competition) -> pd.DataFrame:
 def split_images(boxes: pd.DataFrame, val_fraction: float, seed: int) -> dict[str, list[str]]:
     """Hold out whole individuals (about `val_fraction` of the images) for validation."""
     per_image = boxes.drop_duplicates("image")[["image", "individual_id"]]
-    individuals = np.random.default_rng(seed).permutation(
-        sorted(per_image["individual_id"].unique()))
     counts = per_image.groupby("individual_id").size()
-    cumulative = counts.loc[individuals].cumsum().to_numpy()
-    n_val = max(1, int(np.searchsorted(cumulative, val_fraction * len(per_image))) + 1)
-    held = set(individuals[: min(n_val, len(individuals) - 1)])
+    order = np.random.default_rng(seed).permutation(sorted(counts.index))
+    held = _hold_out(order, counts, val_fraction * len(per_image)) or [counts.idxmin()]
+    if len(held) == len(counts):
+        raise DataError("boxes.csv: a detector needs boxes for at least two individuals, one "
+                        "to train on and one to validate on.")
     is_val = per_image["individual_id"].isin(held)
     return {"train": sorted(per_image.loc[~is_val, "image"]),
             "val": sorted(per_image.loc[is_val, "image"])}
