@@ -58,7 +58,7 @@ class DetectConfig(Section):
     model: str = "yolov8n.yaml"
     run: str = "yolo"  # outputs in <working>/detect/<run>/
     imgsz: int = Field(256, ge=32)  # training and inference size, px (multiple of 32)
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=0)  # 0: use detect.model's weights (.pt) as they are
     batch: int = Field(16, ge=1)
     workers: int = Field(1, ge=0)  # dataloader workers
     device: str = "auto"  # auto, cpu, or a CUDA index such as 0

@@ -27,7 +27,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _fake_result(xyxy: list, conf: list, cls: list) -> SimpleNamespace:
     boxes = SimpleNamespace(xyxy=torch.tensor(xyxy).reshape(-1, 4), conf=torch.tensor(conf),
                             cls=torch.tensor(cls))
-    return SimpleNamespace(orig_shape=(80, 120), boxes=boxes)
+    return SimpleNamespace(orig_shape=(80, 120), boxes=boxes, names={0: "fullbody", 1: "backfin"})
 
 
 def test_best_boxes_keeps_the_top_box_per_kind_and_marks_missing_kinds() -> None:

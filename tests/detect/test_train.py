@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from wildid.data.competition import DataError, load_competition
+from wildid.detect import crop
 from wildid.detect.train import CLASSES, export_dataset, split_images, train, yolo_label
 
 
@@ -62,6 +63,22 @@ def test_missing_weights_file_is_a_clear_error(
     config = tiny_config(tiny_competition, tmp_path, "detect.model=nowhere/backfin.pt")
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         train(config, load_competition(tiny_competition), progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        train(tiny_config(tiny_competition, tmp_path, "detect.epochs=0"),
+              load_competition(tiny_competition), progress=False)
+
+
+def test_given_weights_are_used_without_training(tiny_run, tiny_config, tmp_path) -> None:
+    """detect.epochs=0: a detector trained elsewhere crops a competition without boxes."""
+    config = tiny_config(tiny_run.competition.root, tmp_path, "detect.epochs=0",
+                         f"detect.model={tiny_run.detector.weights}")
+    competition = tiny_run.competition
+    no_boxes = type(competition)(competition.root, competition.train, competition.test, None)
+    detector = train(config, no_boxes, progress=False)
+    assert detector.weights == tiny_run.detector.weights
+    assert not (tmp_path / "detect").exists()  # nothing trained or exported
+    crops = crop(config, no_boxes, detector, progress=False)
+    assert (crops.table["source"] == "box").mean() > 0.3
 
 
 def test_trained_detector_writes_weights_and_per_class_metrics(tiny_run) -> None:

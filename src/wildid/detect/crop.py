@@ -29,14 +29,18 @@ COLUMNS = ["image", "split", "kind", "x1", "y1", "x2", "y2", "score", "detected"
 
 
 def best_boxes(result, image: str, split: str) -> list[tuple]:
-    """One row per class: its top-scoring box, or the whole image marked not detected."""
+    """One row per kind: its top-scoring box, or the whole image marked not detected.
+
+    Kinds are matched by the model's class names, so weights trained elsewhere work when
+    they name a class `fullbody` or `backfin`.
+    """
     height, width = result.orig_shape
     boxes = result.boxes
-    xyxy, scores, classes = (boxes.xyxy.tolist(), boxes.conf.tolist(),
-                             [int(c) for c in boxes.cls.tolist()])
+    xyxy, scores = boxes.xyxy.tolist(), boxes.conf.tolist()
+    names = [result.names[int(c)] for c in boxes.cls.tolist()]
     rows = []
-    for index, kind in enumerate(CLASSES):
-        found = [(s, b) for s, b, c in zip(scores, xyxy, classes, strict=True) if c == index]
+    for kind in CLASSES:
+        found = [(s, b) for s, b, n in zip(scores, xyxy, names, strict=True) if n == kind]
         if found:
             score, (x1, y1, x2, y2) = max(found, key=lambda sb: sb[0])
             rows.append((image, split, kind, round(x1, 1), round(y1, 1), round(x2, 1),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -58,8 +57,9 @@ def yolo_device(name: str) -> str:
     """Our device names (auto, cpu, cuda, cuda:0, 0) in ultralytics' form."""
     if name == "auto":
         return "0" if torch.cuda.is_available() else "cpu"
-    return name.removeprefix("cuda:") if name.startswith("cuda:") else (
-        "0" if name == "cuda" else name)
+    if name == "cuda":
+        return "0"
+    return name.removeprefix("cuda:")
 
 
 @contextlib.contextmanager
@@ -67,12 +67,12 @@ def ultralytics_env() -> Iterator[Any]:
     """Import ultralytics ready to run offline; yield its YOLO class.
 
     Ultralytics resolves its plotting font at every dataset check and downloads Arial.ttf
-    when missing: a local font copied under that name stops the network call. It also
-    sets torch to cpu_count - 1 threads on CPU, for the whole process: restored on exit so
-    the embedding stages after it keep every core.
+    when missing: a local font copied under that name stops the network call. On CPU it
+    also sets torch to cpu_count - 1 threads for the whole process: `keep_threads` callbacks
+    undo that while it trains and predicts, and the count is restored on exit so the
+    embedding stages after it keep every core.
     """
     threads = torch.get_num_threads()
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     from matplotlib import get_data_path
     from ultralytics import YOLO
     from ultralytics.utils import USER_CONFIG_DIR
@@ -186,6 +186,15 @@ def _fingerprint(config: Config, competition: Competition) -> str:
     )
 
 
+def local_weights(model: str) -> Path:
+    """The weights file named by detect.model; never a download."""
+    if not (model.endswith(".pt") and Path(model).is_file()):
+        raise FileNotFoundError(f"detect.model={model}: weights file not found (nothing is "
+                                "downloaded; give a local .pt path, or a model yaml such as "
+                                "yolov8n.yaml with detect.epochs > 0 to train from scratch).")
+    return Path(model)
+
+
 def _fit(YOLO: Any, dc: DetectConfig, data_yaml: Path, out: Path, resume: bool) -> None:
     """Train (or resume a killed run) with ultralytics; weights land in out/train/weights."""
     last = out / "train" / "weights" / "last.pt"
@@ -196,10 +205,8 @@ def _fit(YOLO: Any, dc: DetectConfig, data_yaml: Path, out: Path, resume: bool) 
         model.add_callback("on_train_start", keep_threads(torch.get_num_threads()))
         model.train(resume=str(last), **common)
         return
-    if dc.model.endswith(".pt") and not Path(dc.model).is_file():
-        raise FileNotFoundError(f"detect.model={dc.model}: weights file not found (nothing is "
-                                "downloaded; give a local path, or a model yaml such as "
-                                "yolov8n.yaml to train from scratch).")
+    if dc.model.endswith(".pt"):
+        local_weights(dc.model)
     shutil.rmtree(out / "train", ignore_errors=True)
     model = YOLO(dc.model)
     model.add_callback("on_train_start", keep_threads(torch.get_num_threads()))
@@ -224,9 +231,13 @@ def evaluate(YOLO: Any, weights: Path, data_yaml: Path, dc: DetectConfig, out: P
 def train(config: Config, competition: Competition, progress: bool = True) -> Detector:
     """Train the detector on boxes.csv unless an up-to-date run exists; return it.
 
-    A run killed mid-training resumes from ultralytics' last.pt on the next call.
+    A run killed mid-training resumes from ultralytics' last.pt on the next call. With
+    detect.epochs 0, the weights named by detect.model are the detector (no boxes needed);
+    they must name their classes `fullbody` and/or `backfin`.
     """
     out, dc = run_dir(config), config.detect
+    if dc.epochs == 0:  # a detector trained elsewhere, used as it is
+        return Detector(out, local_weights(dc.model), {"model": dc.model, "trained": False})
     key = _fingerprint(config, competition)
     weights = out / "train" / "weights" / "best.pt"
     if cache.is_done(out, key) and weights.is_file():
