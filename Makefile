@@ -12,7 +12,7 @@ GROUP ?= ^(\d+)_
 
 .PHONY: demo test lint bench setup clean-working
 
-$(STAMP): requirements.txt pyproject.toml scripts/setup_env.sh
+$(STAMP): requirements.txt pyproject.toml scripts/setup_env.sh scripts/fix_torchvision_cpu.py
 	bash scripts/setup_env.sh
 
 setup: $(STAMP)
@@ -24,12 +24,15 @@ demo: $(STAMP) $(MINI)/train.csv
 	$(WILDID) run configs/mini.yaml data=$(MINI)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests notebooks benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
 
 bench: $(STAMP)
 
 clean-working:
 	rm -rf working/* submissions/*
+	git checkout -- working/README.md submissions/README.md

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from wildid.pipeline import Evaluation, RunResult
+from wildid.pipeline import RunResult
 
 
 def _fmt(value: float | None) -> str:

@@ -45,8 +45,8 @@ PROFILE_SAMPLES = 200  # points along the body contour
 FIN_SAMPLES = 120  # points along each fin edge; notches need several points across
 MAX_PHOTOS = 30  # cap of the per-individual photo count distribution
 PHOTO_EXPONENT = 1.1  # P(n photos) ~ n ** -PHOTO_EXPONENT: many 1-2, a few 20+
-NEW_MAX_PHOTOS = 5
-NOTCH_GAP = 0.15  # minimum distance between two notches along the trailing edge  # "new" test individuals are rarely photographed, as in Happywhale
+NEW_MAX_PHOTOS = 5  # "new" test individuals are rarely photographed, as in Happywhale
+NOTCH_GAP = 0.15  # minimum distance between two notches along the trailing edge
 _SPECIES_STREAM, _MARKS_STREAM, _PHOTO_STREAM, _TEXTURE_STREAM, _SPLIT_STREAM = range(5)
 
 
@@ -302,7 +302,8 @@ def _scars(rng: np.random.Generator, species: Species) -> tuple[Scar, ...]:
         for k in range(lines):
             off = (k - (lines - 1) / 2) * gap
             pts = [
-                (u0 + du * s + 0.0, float(np.clip(n0 + dn * s + off + bend * s * (1 - s), 0.3, 0.98)))
+                (u0 + du * s,
+                 float(np.clip(n0 + dn * s + off + bend * s * (1 - s), 0.3, 0.98)))
                 for s in (0.0, 0.5, 1.0)
             ]
             scars.append(Scar(tuple(pts), width))
@@ -681,7 +682,8 @@ def _marks(ind: Individual, geom: Geometry, col: np.ndarray, uv: np.ndarray,
             col[where] = _mark_colour(col, where, spot.light)
     for scar in ind.scars:
         pts = [(p[0], _to_v(geom, p[0], p[1])) for p in scar.points]
-        dist = np.minimum(*(_segment_distance(u, v, a, b) for a, b in zip(pts, pts[1:])))
+        segments = zip(pts, pts[1:], strict=False)
+        dist = np.minimum(*(_segment_distance(u, v, a, b) for a, b in segments))
         where = body & (dist < scar.width / 2)
         if where.any():
             col[where] = _mark_colour(col, where, True)
