@@ -31,7 +31,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check . || true
 
-bench: $(STAMP)
+bench: $(STAMP) bench-detect
+
+# Detector (YOLO, fullbody + backfin) on the mini-competition: mAP50 per class, CPU seconds.
+.PHONY: bench-detect
+bench-detect: $(STAMP) $(MINI)/train.csv
+	$(PY) benchmarks/bench_detect.py configs/mini.yaml data=$(MINI)
 
 clean-working:
 	rm -rf working/* submissions/*
