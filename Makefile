@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check . || true
 
-bench: bench-train bench-retrieval
+bench: bench-train bench-retrieval bench-detect
 
 # Training step (JPEG crops, augmentation, model, loss, optimizer) vs a bare in-memory loop.
 bench-train: $(STAMP) $(MINI)/train.csv
@@ -40,6 +40,12 @@ bench-train: $(STAMP) $(MINI)/train.csv
 # Search + grouping + threshold + submission at full Happywhale scale (random 4608-d).
 bench-retrieval: $(STAMP)
 	$(PY) benchmarks/bench_retrieval.py $(BENCH_ARGS)
+
+
+# Detector (YOLO, fullbody + backfin) on the mini-competition: mAP50 per class, CPU seconds.
+.PHONY: bench-detect
+bench-detect: $(STAMP) $(MINI)/train.csv
+	$(PY) benchmarks/bench_detect.py configs/mini.yaml data=$(MINI)
 
 clean-working:
 	rm -rf working/* submissions/*

@@ -165,3 +165,11 @@ def test_prepare_saves_the_resolved_config(tiny_config) -> None:  # noqa: ANN001
     saved = load_config(config.run_dir / "config.yaml")
     assert saved == config
     assert (config.run_dir / "split.csv").is_file()
+
+
+def test_crop_ratios_must_match_the_kinds() -> None:
+    with pytest.raises(ConfigError, match="crop.ratios"):
+        load_config(None, ["crop.kinds=[fullbody, backfin]", "crop.ratios=[0.6, 0.3, 0.1]"])
+    config = load_config(None, ["crop.kinds=[fullbody, backfin, whole]",
+                                "crop.ratios=[0.6, 0.3, 0.1]"])
+    assert config.crop.ratios == [0.6, 0.3, 0.1]

@@ -7,6 +7,7 @@ so a user's own environment wins.
 """
 
 import os
+import tempfile
 
 OFFLINE_DEFAULTS = {
     "YOLO_OFFLINE": "1",  # ultralytics: no settings sync, no update checks, no font downloads
@@ -15,6 +16,10 @@ OFFLINE_DEFAULTS = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_HUB_OFFLINE": "0" if os.environ.get("WILDID_ALLOW_DOWNLOAD") else "1",
     "TQDM_MININTERVAL": "1",
+    # ultralytics sets OMP_NUM_THREADS=1 at import when unset, for the whole process.
+    "OMP_NUM_THREADS": str(os.cpu_count() or 1),
+    # ultralytics keeps its settings (and the plotting font) here instead of ~/.config.
+    "YOLO_CONFIG_DIR": os.path.join(tempfile.gettempdir(), "wildid-ultralytics"),
 }
 for _key, _value in OFFLINE_DEFAULTS.items():
     os.environ.setdefault(_key, _value)

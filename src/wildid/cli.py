@@ -8,6 +8,8 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid score SUBMISSION SOLUTION           (last line: MAP@5 <value>)
     wildid ensemble CONFIG [key=value ...]     (ensemble.members=[runA,runB] ...)
     wildid submit [SUBMISSION] [--data DIR] [-m MESSAGE]
+    wildid detect train CONFIG [key=value ...] (fullbody/backfin YOLO detector on boxes.csv)
+    wildid detect crop CONFIG [key=value ...]  (detect every photo, crop what was found)
 """
 
 from __future__ import annotations
@@ -215,6 +217,42 @@ def train(
                f"--nproc_per_node={nproc}", "-m", "wildid.train.ddp", str(config),
                *(overrides or [])]
     raise typer.Exit(subprocess.call(command))
+detect_app = typer.Typer(no_args_is_help=True,
+                         help="Detect the full body and back fin with YOLO, and crop them.")
+app.add_typer(detect_app, name="detect")
+
+
+@detect_app.command("train")
+def detect_train(config: ConfigArg, overrides: Overrides = None) -> None:
+    """Train the detector on the competition's boxes.csv; print mAP50 per class."""
+    from wildid.config import ConfigError
+    from wildid.data.competition import DataError, load_competition
+    from wildid.detect import train
+
+    try:
+        cfg = _config(config, overrides)
+        detector = train(cfg, load_competition(cfg.data))
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        _fail(err)
+    typer.echo(f"weights: {detector.weights}")
+    for key in ("map50_fullbody", "map50_backfin", "map50", "train_seconds"):
+        typer.echo(f"{key} {detector.metrics.get(key)}")
+
+
+@detect_app.command("crop")
+def detect_crop(config: ConfigArg, overrides: Overrides = None) -> None:
+    """Detect every train and test photo (training first if needed) and crop per kind."""
+    from wildid.config import ConfigError
+    from wildid.data.competition import DataError, load_competition
+    from wildid.detect import crop
+
+    try:
+        cfg = _config(config, overrides)
+        crops = crop(cfg, load_competition(cfg.data))
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        _fail(err)
+    fallback = crops.table.groupby("kind")["source"].apply(lambda s: int((s == "fallback").sum()))
+    typer.echo(f"crops in {crops.root}; whole-photo fallbacks per kind: {fallback.to_dict()}")
 
 
 def main() -> None:

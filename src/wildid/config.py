@@ -47,6 +47,39 @@ class CropConfig(Section):
     margin: float = Field(0.1, ge=0.0, le=1.0)  # fraction of the box size added on each side
     size: int = Field(256, ge=32)  # longer side of cached crops, px
 
+    @model_validator(mode="after")
+    def _ratios_match_kinds(self) -> CropConfig:
+        if self.ratios is not None and (
+            len(self.ratios) != len(self.kinds) or min(self.ratios) < 0 or sum(self.ratios) <= 0
+        ):
+            raise ValueError(f"crop.ratios {self.ratios} must give one weight >= 0 per kind in "
+                             f"crop.kinds {self.kinds}, not all zero.")
+        return self
+
+
+class DetectConfig(Section):
+    """The fullbody/backfin detector (ultralytics YOLO) behind `crop.source: detector`."""
+
+    # A model yaml (random init: no download, e.g. yolov8n.yaml, yolo11n.yaml) or a path to
+    # weights (.pt) to fine-tune, e.g. a public Happywhale backfin YOLOv8 checkpoint.
+    model: str = "yolov8n.yaml"
+    run: str = "yolo"  # outputs in <working>/detect/<run>/
+    imgsz: int = Field(256, ge=32)  # training and inference size, px (multiple of 32)
+    epochs: int = Field(30, ge=0)  # 0: use detect.model's weights (.pt) as they are
+    batch: int = Field(16, ge=1)
+    workers: int = Field(1, ge=0)  # dataloader workers
+    device: str = "auto"  # auto, cpu, or a CUDA index such as 0
+    # True on a GPU runs ultralytics' AMP check, which downloads yolo26n.pt: offline it only
+    # warns, but the attempt is a network call; fp32 is fast enough for a nano model.
+    amp: bool = False
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # train individuals held out for metrics
+    seed: int = 0
+    conf: float = Field(0.1, ge=0.0, le=1.0)  # below this score a kind counts as not found
+    iou: float = Field(0.6, gt=0.0, le=1.0)  # NMS IoU threshold at inference
+    predict_batch: int = Field(32, ge=1)  # images per inference batch
+    # Anything else for ultralytics' model.train (lr0, mosaic, close_mosaic, patience, ...).
+    train_args: dict[str, Any] = {}
+
 
 class ModelConfig(Section):
     backbone: str = "mobilenetv2_100"
@@ -182,6 +215,7 @@ class Config(Section):
     submissions: str = "submissions"
     baseline: bool = True  # also score untrained pretrained features with the same search
     crop: CropConfig = CropConfig()
+    detect: DetectConfig = DetectConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()

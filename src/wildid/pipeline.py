@@ -1,4 +1,4 @@
-"""All stages in order: data -> crop -> train -> embed -> retrieve + open set -> submit.
+"""All stages in order: data -> [detect] -> crop -> train -> embed -> retrieve + open set -> submit.
 
 Each stage is a function taking the previous stage's output; `run` chains them for
 `wildid run` and the notebooks call them one at a time. Outputs land in
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from wildid.crop import CropSet, make_crops
 from wildid.data.competition import Competition, load_competition
 from wildid.data.folds import fold_split, make_folds
 from wildid.data.transforms import eval_transform
+from wildid.detect.train import Detector
 from wildid.embed import (
     Embeddings,
     combine_views,
@@ -79,18 +81,46 @@ def prepare(config: Config) -> tuple[Competition, pd.DataFrame]:
     return competition, split
 
 
-def crop(config: Config, competition: Competition, progress: bool = True) -> CropSet:
+def detect(config: Config, competition: Competition, progress: bool = True) -> Detector:
+    """Train the fullbody/backfin detector on boxes.csv (skipped when up to date)."""
+    from wildid.detect import train as train_detector  # imports ultralytics: only when used
+
+    return train_detector(config, competition, progress)
+
+
+def crop(
+    config: Config,
+    competition: Competition,
+    progress: bool = True,
+    detector: Detector | None = None,
+) -> CropSet:
+    """Crop every photo per kind from boxes.csv, the detector's boxes, or none (whole)."""
+    if config.crop.source == "detector":
+        from wildid.detect import crop as detector_crop
+
+        return detector_crop(config, competition, detector, progress)
     return make_crops(competition, config.crop, config.working, progress=progress)
 
 
-def train_data(crops: CropSet, split: pd.DataFrame, kind: str) -> TrainData:
+def train_data(
+    crops: CropSet,
+    split: pd.DataFrame,
+    kind: str,
+    kinds: Sequence[str] = (),
+    ratios: Sequence[float] | None = None,
+) -> TrainData:
+    """Paths and ids to train on; with several `kinds`, each sample draws one by `ratios`."""
     fit, val = split[split["role"] == "train"], split[split["role"] == "val"]
+    kind_paths = {k: crops.paths("train", k, fit["image"]) for k in kinds} if len(kinds) > 1 \
+        else None
     return TrainData(
         train_paths=crops.paths("train", kind, fit["image"]),
         train_ids=fit["individual_id"].tolist(),
         val_paths=crops.paths("train", kind, val["image"]),
         val_truths=val["val_truth"].tolist(),
         train_species=fit["species"].tolist() if "species" in fit else None,
+        train_kind_paths=kind_paths,
+        kind_ratios=None if ratios is None else list(ratios),
     )
 
 
@@ -124,7 +154,8 @@ def train(
                 folds = pd.read_csv(config.run_dir / "folds.csv", dtype=str,
                                     keep_default_na=False).astype({"fold": int})
             fold = fold_split(folds, k)
-        data = train_data(crops, fold, config.crop.kinds[0])
+        cc = config.crop
+        data = train_data(crops, fold, cc.kinds[0], cc.kinds, cc.ratios)
         out_dir = config.run_dir / "models" / f"fold{k}"
         if distributed()[0] == 0:
             save_config(config, out_dir / "config.yaml")
@@ -309,8 +340,12 @@ def run(config: Config, progress: bool = True) -> RunResult:
     timer = _Timer()
     with timer("prepare"):
         competition, split = prepare(config)
+    detector = None
+    if config.crop.source == "detector":
+        with timer("detect"):
+            detector = detect(config, competition, progress)
     with timer("crop"):
-        crops = crop(config, competition, progress)
+        crops = crop(config, competition, progress, detector)
     with timer("train"):
         best = train(config, crops, split, progress)[0]
     device = resolve_device(config.train.device)

@@ -68,11 +68,39 @@ def test_augmentation_follows_the_seed(tmp_path) -> None:
         cv2.imwrite(paths[-1], image)
     transform = train_transform(32, ((0.5,) * 3, (0.5,) * 3))
     cache = load_letterboxed(paths, 32, progress=False)
-    cached = TrainImages(paths, [0, 1, 2], [0, 0, 0], transform, cache)
-    disk = TrainImages(paths, [0, 1, 2], [0, 0, 0], transform)
+    cached = TrainImages([paths], [0, 1, 2], [0, 0, 0], transform, cache[None])
+    disk = TrainImages([paths], [0, 1, 2], [0, 0, 0], transform)
     a, label, _ = cached[(1, 7)]
     assert label == 1 and a.shape == (3, 32, 32)
     cached[(2, 8)]  # another draw in between changes nothing
     assert torch.equal(cached[(1, 7)][0], a)
     assert torch.equal(disk[(1, 7)][0], a)  # the cache holds what the disk path makes
     assert not torch.equal(cached[(1, 9)][0], a)
+
+
+def test_each_sample_draws_a_crop_kind_by_the_ratios(tmp_path) -> None:
+    """Three kinds of crop of the same images, told apart by their grey level."""
+    import albumentations as A
+    import cv2
+
+    shades = {"fullbody": 10, "backfin": 20, "whole": 30}
+    kinds = []
+    for kind, shade in shades.items():
+        kinds.append([str(tmp_path / f"{kind}{i}.png") for i in range(3)])
+        for path in kinds[-1]:
+            cv2.imwrite(path, np.full((4, 4, 3), shade, np.uint8))
+    dataset = TrainImages(kinds, [0, 1, 2], [0, 0, 0], A.Compose([]), kind_ratios=[6, 3, 1])
+    drawn = [int(dataset[(seed % 3, seed)][0][0, 0, 0]) for seed in range(3000)]
+    freq = {kind: drawn.count(shade) / len(drawn) for kind, shade in shades.items()}
+    assert freq == pytest.approx({"fullbody": 0.6, "backfin": 0.3, "whole": 0.1}, abs=0.03)
+    assert [dataset[(i, 0)][1] for i in range(3)] == [0, 1, 2]  # the label follows the image
+    assert dataset[(1, 5)][0][0, 0, 0] == dataset[(1, 5)][0][0, 0, 0]  # the seed fixes it
+
+
+def test_crop_kinds_must_list_the_same_images() -> None:
+    import albumentations as A
+
+    with pytest.raises(ValueError, match="same images"):
+        TrainImages([["a.jpg", "b.jpg"], ["a.jpg"]], [0, 1], [0, 0], A.Compose([]))
+    with pytest.raises(ValueError, match="one weight"):
+        TrainImages([["a.jpg"], ["a.jpg"]], [0], [0], A.Compose([]), kind_ratios=[1.0])

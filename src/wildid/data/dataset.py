@@ -1,4 +1,4 @@
-"""A torch Dataset over image files, with an integer label per image."""
+"""Torch Datasets over image files, with an integer label per image."""
 
 from __future__ import annotations
 

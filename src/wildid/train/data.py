@@ -58,25 +58,46 @@ def _stack_arrays(items: list[tuple[np.ndarray, int]]) -> np.ndarray:
 class TrainImages(Dataset):
     """Training images, indexed by (image index, augmentation seed) pairs.
 
-    `cache` holds the letterboxed images (from `load_letterboxed`); without it each
-    image is read from disk and letterboxed by `transform` itself.
+    `paths_by_kind` holds one path list per crop kind (fullbody, backfin, whole...), the
+    same images in the same order; each sample draws its kind by `kind_ratios` (1st place
+    on Happywhale: about 0.6 / 0.3 / 0.1), from its own seed, so a resumed or
+    multi-process run draws the same kinds. `cache` holds the letterboxed images
+    (kinds, N, size, size, 3) from `load_letterboxed`; without it each image is read from
+    disk and letterboxed by `transform` itself.
     """
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int], species: Sequence[int],
-                 transform: A.Compose, cache: np.ndarray | None = None) -> None:
-        self.paths, self.labels, self.species = list(paths), list(labels), list(species)
+    def __init__(self, paths_by_kind: Sequence[Sequence[str]], labels: Sequence[int],
+                 species: Sequence[int], transform: A.Compose, cache: np.ndarray | None = None,
+                 kind_ratios: Sequence[float] | None = None) -> None:
+        self.paths = [list(paths) for paths in paths_by_kind]
+        if not self.paths or len({len(paths) for paths in self.paths}) != 1:
+            raise ValueError("paths_by_kind must list the same images for every crop kind; "
+                             f"got lengths {[len(paths) for paths in self.paths]}.")
+        self.labels, self.species = list(labels), list(species)
         self.transform, self.cache = transform, cache
+        self.kind_p = kind_probabilities(len(self.paths), kind_ratios)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.labels)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         index, seed = key
-        image = self.cache[index] if self.cache is not None else read_rgb(self.paths[index])
+        kind = int(np.random.default_rng([seed, 1]).choice(len(self.kind_p), p=self.kind_p))
+        image = (self.cache[kind, index] if self.cache is not None
+                 else read_rgb(self.paths[kind][index]))
         # One generator shared by all the transforms (albumentations' own set_random_seed
         # would give each transform the same stream, correlating their coin flips).
         self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
         return self.transform(image=image)["image"], self.labels[index], self.species[index]
+
+
+def kind_probabilities(kinds: int, ratios: Sequence[float] | None) -> np.ndarray:
+    """Sampling probability of each crop kind: `ratios` normalised, or uniform."""
+    weights = np.ones(kinds) if ratios is None else np.asarray(ratios, dtype=float)
+    if len(weights) != kinds or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"crop.ratios {list(weights)} must give one weight >= 0 per crop "
+                         f"kind ({kinds} kinds), not all zero.")
+    return weights / weights.sum()
 
 
 def worker_init(_worker_id: int) -> None:

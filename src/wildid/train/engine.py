@@ -59,6 +59,10 @@ class TrainData:
     val_paths: list[str]  # validation queries
     val_truths: list[str]  # individual_id, or new_individual for held-out individuals
     train_species: list[str] | None = None  # for the auxiliary species head
+    # Several crop kinds per train image (kind -> paths, same order as train_paths): each
+    # sample draws one kind by kind_ratios. None: train on train_paths only.
+    train_kind_paths: dict[str, list[str]] | None = None
+    kind_ratios: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -272,12 +276,15 @@ class Trainer:
         if self._loader is not None:
             return self._loader
         tc = self.config.train
-        paths = self.data.train_paths
+        # One path list per crop kind (same images, same order); a sample draws its kind.
+        kinds = list((self.data.train_kind_paths or {"": self.data.train_paths}).values())
         cache = None
-        if cache_bytes(len(paths), tc.image_size) <= tc.cache_gb * 2**30:
-            cache = load_letterboxed(paths, tc.image_size, tc.num_workers, progress)
-        dataset = TrainImages(paths, self.labels, self.species,
-                              train_transform(tc.image_size, self.mean_std), cache)
+        if cache_bytes(len(kinds) * len(kinds[0]), tc.image_size) <= tc.cache_gb * 2**30:
+            cache = np.stack([load_letterboxed(paths, tc.image_size, tc.num_workers, progress)
+                              for paths in kinds])
+        dataset = TrainImages(kinds, self.labels, self.species,
+                              train_transform(tc.image_size, self.mean_std), cache,
+                              self.data.kind_ratios)
         self._loader = DataLoader(
             dataset, batch_sampler=self.batches, num_workers=tc.num_workers,
             worker_init_fn=worker_init, persistent_workers=tc.num_workers > 0,
