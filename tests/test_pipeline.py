@@ -93,3 +93,31 @@ def test_bad_data_folder_fails_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="competition folder not found"):
         pipeline.run(config, progress=False)
     assert not (tmp_path / "w").exists()
+
+
+def test_k_fold_run_tunes_out_of_fold_and_ensembles_the_folds(make_config, tmp_path) -> None:  # noqa: ANN001
+    config = make_config(tmp_path, "train.folds=2", "baseline=false")
+    result = pipeline.run(config, progress=False)
+    competition = load_competition(config.data)
+    validate_against_competition(result.trained.submission, competition)
+    metrics = json.loads((config.run_dir / "metrics.json").read_text())
+    assert metrics["folds"] == [0, 1]
+    folds = pd.read_csv(config.run_dir / "folds.csv")
+    # every validation query of both folds was scored out of fold
+    assert metrics["val_map5"] is not None
+    assert (folds["role"] == "val").sum() > 0
+    for k in (0, 1):
+        assert (config.run_dir / f"embeddings/fold{k}").is_dir()
+        assert (config.run_dir / f"models/fold{k}/best.pt").is_file()
+
+
+def test_stacked_rankings_keep_each_query_and_its_labels() -> None:
+    from wildid.retrieval import PAD, Ranking
+
+    a = Ranking(np.array([[0, 1]]), np.array([[0.9, 0.5]], np.float32), np.array(["x", "y"]))
+    b = Ranking(np.array([[1, 0, PAD], [0, PAD, PAD]]),
+                np.array([[0.8, 0.2, -np.inf], [0.7, -np.inf, -np.inf]], np.float32),
+                np.array(["w", "y"]))
+    stacked = pipeline.stack_rankings([a, b])
+    assert stacked.labels == [["x", "y"], ["y", "w"], ["w"]]
+    assert stacked.scores.shape == (3, 3) and np.isneginf(stacked.scores[0, 2])

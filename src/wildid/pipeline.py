@@ -42,6 +42,7 @@ from wildid.models.net import EmbeddingNet
 from wildid.openset import Threshold, choose_threshold, map5_curve, predict, predicted_species
 from wildid.plots import plot_threshold_curve
 from wildid.retrieval import (
+    PAD,
     ClassCentres,
     Ranking,
     blend_with_head,
@@ -328,6 +329,69 @@ def evaluate_rankings(
                       breakdown, details)
 
 
+def evaluate_folds(
+    name: str,
+    config: Config,
+    competition: Competition,
+    per_fold: dict[int, Embeddings],
+    out_dir: Path,
+) -> Evaluation:
+    """k-fold: tune the threshold out of fold, predict test with the folds' ensemble.
+
+    Each fold's model ranks only its own validation queries against its own training
+    part, so every validation score is out of fold (a model never saw the individuals it
+    is scored on as new). Test queries are ranked with the folds' embeddings
+    concatenated (5 folds x 512 = 2560 dims), the Happywhale ensemble recipe.
+    """
+    from wildid.ensemble import concat
+
+    folds = pd.read_csv(config.run_dir / "folds.csv", dtype=str,
+                        keep_default_na=False).astype({"fold": int})
+    val_rankings, truths = [], []
+    for k, embeddings in per_fold.items():
+        ranking, fold_truths = rank_val(config, competition, fold_split(folds, k), embeddings)
+        val_rankings.append(ranking)
+        truths += fold_truths
+    ensemble = concat(list(per_fold.values()), [1.0] * len(per_fold))
+    labels = competition.train["individual_id"].to_numpy()
+    test_ranking = rank_individuals(ensemble.train, labels[ensemble.gallery_source()],
+                                    ensemble.test, config.retrieval.k,
+                                    **search_options(config.retrieval))
+    return evaluate_rankings(name, config, competition, stack_rankings(val_rankings), truths,
+                             test_ranking, out_dir, extra={"folds": sorted(per_fold)})
+
+
+def rank_val(
+    config: Config, competition: Competition, split: pd.DataFrame, embeddings: Embeddings
+) -> tuple[Ranking, list[str]]:
+    """A split's validation queries ranked against its own training part, and their truths."""
+    source = embeddings.gallery_source()
+    roles = split.set_index("image").loc[competition.train["image"], "role"].to_numpy()
+    labels = competition.train["individual_id"].to_numpy()
+    fit = np.flatnonzero(roles[source] == "train")
+    val = np.flatnonzero(roles == "val")
+    ranking = rank_individuals(embeddings.train[fit], labels[source[fit]], embeddings.train[val],
+                               config.retrieval.k, **search_options(config.retrieval))
+    truths = split.set_index("image").loc[competition.train["image"].iloc[val], "val_truth"]
+    return ranking, truths.tolist()
+
+
+def stack_rankings(rankings: list[Ranking]) -> Ranking:
+    """One Ranking holding the queries of several, over the union of their individuals."""
+    individuals = np.unique(np.concatenate([r.individuals for r in rankings]))
+    width = max(r.codes.shape[1] for r in rankings)
+    codes = np.full((sum(len(r) for r in rankings), width), PAD, dtype=np.int64)
+    scores = np.full(codes.shape, -np.inf, dtype=np.float32)
+    start = 0
+    for r in rankings:
+        rows = slice(start, start + len(r))
+        remapped = np.searchsorted(individuals, r.individuals)[np.maximum(r.codes, 0)]
+        codes[rows, : r.codes.shape[1]] = np.where(r.codes == PAD, PAD, remapped)
+        scores[rows, : r.codes.shape[1]] = r.scores
+        start += len(r)
+    return Ranking(codes, scores, individuals)
+
+
 @dataclass(frozen=True)
 class RunResult:
     trained: Evaluation
@@ -347,14 +411,20 @@ def run(config: Config, progress: bool = True) -> RunResult:
     with timer("crop"):
         crops = crop(config, competition, progress, detector)
     with timer("train"):
-        best = train(config, crops, split, progress)[0]
+        bests = train(config, crops, split, progress)
     device = resolve_device(config.train.device)
     with timer("embed"):
-        model = load_trained(config, best, device)
-        embeddings = embed(config, competition, crops, model,
-                           config.run_dir / "embeddings" / "fold0", progress)
+        per_fold = {
+            k: embed(config, competition, crops, load_trained(config, best, device),
+                     config.run_dir / "embeddings" / f"fold{k}", progress)
+            for k, best in zip(fold_ids(config), bests, strict=True)
+        }
     with timer("evaluate"):
-        trained = evaluate("trained", config, competition, split, embeddings, config.run_dir)
+        if len(per_fold) == 1:
+            trained = evaluate("trained", config, competition, split, *per_fold.values(),
+                               config.run_dir)
+        else:
+            trained = evaluate_folds("trained", config, competition, per_fold, config.run_dir)
     baseline = None
     if config.baseline:
         with timer("baseline"):
