@@ -74,8 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default="configs/nyala.yaml")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crop", choices=("cam", "whole"), default="cam")
-    p.add_argument("--shortlist", type=int, default=60, help="gallery photos matched by SIFT")
-    p.add_argument("--calibration", type=int, default=250, help="gallery pseudo-queries")
+    p.add_argument("--shortlist", type=int, default=40, help="gallery photos matched by SIFT")
+    p.add_argument("--calibration", type=int, default=150, help="gallery pseudo-queries")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--embed-size", type=int, default=None,
                    help="untrained baselines' input size (default: the config's)")

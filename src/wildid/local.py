@@ -52,7 +52,7 @@ class LocalConfig:
     """
 
     size: int = 384
-    features: int = 800
+    features: int = 600
     root_sift: bool = True
     ratio: float = 0.8
     model: str = "homography"
