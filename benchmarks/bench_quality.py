@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ import torch
 
 import wildid  # noqa: F401  (offline switches)
 from wildid import pipeline
+from wildid.cache import fingerprint
 from wildid.config import ModelConfig, load_config
 from wildid.crop import crop_image, expand_box
 from wildid.data.dataset import read_rgb
@@ -204,9 +206,24 @@ class PairCache:
     """Inlier counts by (query image, gallery image): the SIFT and fusion shortlists
     overlap, and matching is the slow part."""
 
-    def __init__(self, sift: dict, config: LocalConfig, workers: int, progress: bool) -> None:
+    def __init__(self, sift: dict, config: LocalConfig, workers: int, progress: bool,
+                 file: Path | None = None) -> None:
         self.sift, self.config, self.workers, self.progress = sift, config, workers, progress
         self.counts: dict[tuple[str, str], int] = {}
+        self.file = file
+        if file is not None and file.is_file():
+            table = pd.read_csv(file, dtype={"query": str, "gallery": str})
+            self.counts = dict(zip(zip(table["query"], table["gallery"], strict=True),
+                                   table["inliers"].astype(int), strict=True))
+
+    def save(self) -> None:
+        """Keep the counts on disk (keyed by the matcher settings in the file name): a re-run
+        with other fusion or protocol settings then skips the slow matching."""
+        if self.file is not None:
+            keys = list(self.counts)
+            write_csv(pd.DataFrame({"query": [k[0] for k in keys],
+                                    "gallery": [k[1] for k in keys],
+                                    "inliers": list(self.counts.values())}), self.file)
 
     def matrix(self, rows: pd.Series, gallery: pd.Series, candidates: list[np.ndarray]
                ) -> np.ndarray:
@@ -223,6 +240,7 @@ class PairCache:
             for (r, cand), counts in zip(todo, results, strict=True):
                 for g, n in zip(cand, counts, strict=True):
                     self.counts[(rows[r], gallery[g])] = int(n)
+            self.save()
         out = np.full((len(rows), len(gallery)), -1, dtype=np.float32)
         for r, cand in enumerate(candidates):
             for g in cand:
@@ -345,7 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
         feats = extract_paths(paths, [box_of(boxes, i) for i in photos["image"]], local,
                               out / "cache" / "sift", args.workers, progress)
         sift = dict(zip(photos["image"], feats, strict=True))
-    pairs = PairCache(sift, local, args.workers, progress)
+    pairs = PairCache(sift, local, args.workers, progress,
+                      out / "cache" / f"pairs_{args.crop}_{fingerprint(asdict(local))}.csv")
     results: dict[str, dict] = {}
     extra: dict[str, dict] = {}
     for name, protocol in protocols.items():
