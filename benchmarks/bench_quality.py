@@ -50,6 +50,7 @@ from wildid.io import atomic_path, write_csv, write_text
 from wildid.local import LocalConfig, extract_paths, match_pairs
 from wildid.models.net import EmbeddingNet
 from wildid.protocols import (
+    Calibration,
     Protocol,
     calibration,
     closed_scores,
@@ -82,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embed-size", type=int, default=None,
                    help="untrained baselines' input size (default: the config's)")
     p.add_argument("--protocols", default="closed,open")
+    p.add_argument("--per-sighting", action="store_true",
+                   help="also score each query sighting's photos pooled (extra table rows)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides for the trained pipeline")
     return p.parse_args(argv)
@@ -294,14 +297,49 @@ def evaluate_protocol(protocol: Protocol, global_features: dict[str, dict[str, n
         weight = choose_weight(tc, fc, ids, cal)
         extra["fusion_weight"] = weight
         scores["trained+sift"] = (fuse(tq, fq, weight), fuse(tc, fc, weight))
-    results = {}
+    results: dict[str, dict[str, float]] = {}
     for name, (sq, sc) in scores.items():
-        ranking = rank(sq, ids)
-        if protocol.name == "closed":
-            results[name] = closed_scores(ranking, protocol.truths)
-        else:
-            results[name] = open_scores(ranking, protocol.truths, tune(sc, ids, cal))
+        results[name] = _score(protocol, rank(sq, ids), sc, ids, cal)
+    if args.per_sighting and _one_individual_per_group(protocol):
+        cal_groups = g["group"].to_numpy()[cal.rows]
+        for name, (sq, sc) in scores.items():
+            pq, individuals = pool_by_sighting(sq, ids, q["group"].to_numpy())
+            pc, _ = pool_by_sighting(np.where(cal.mask, sc, -np.inf), ids, cal_groups)
+            pooled_cal = Calibration(cal.rows, cal.truths, np.ones_like(pc, dtype=bool))
+            results[f"{name} [sighting]"] = _score(protocol, rank(pq, individuals), pc,
+                                                   individuals, pooled_cal)
     return results, extra
+
+
+def _score(protocol: Protocol, ranking, cal_scores: np.ndarray, ids: np.ndarray,
+           cal: Calibration) -> dict[str, float]:
+    if protocol.name == "closed":
+        return closed_scores(ranking, protocol.truths)
+    return open_scores(ranking, protocol.truths, tune(cal_scores, ids, cal))
+
+
+def _one_individual_per_group(protocol: Protocol) -> bool:
+    table = pd.concat([protocol.gallery, protocol.queries])
+    return bool((table.groupby("group")["individual_id"].nunique() == 1).all())
+
+
+def pool_by_sighting(scores: np.ndarray, ids: np.ndarray, groups: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows x individuals) scores where each photo takes the mean, over the photos of its
+    sighting, of each individual's best score: one encounter's left and right photos vote
+    together. Only meaningful when a sighting holds one animal (checked by the caller)."""
+    individuals = np.unique(ids)
+    best = np.full((len(scores), len(individuals)), -np.inf, dtype=np.float32)
+    for k, individual in enumerate(individuals):
+        best[:, k] = scores[:, ids == individual].max(axis=1)
+    finite = np.where(np.isfinite(best), best, np.nan)
+    floor = np.nan_to_num(np.nanmin(finite, axis=1, keepdims=True), nan=0.0)
+    filled = np.where(np.isfinite(best), best, floor)
+    pooled = np.empty_like(filled)
+    for group in np.unique(groups):
+        members = groups == group
+        pooled[members] = filled[members].mean(axis=0)
+    return pooled, individuals
 
 
 # --- report -----------------------------------------------------------------------------------

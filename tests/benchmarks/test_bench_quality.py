@@ -48,7 +48,7 @@ def test_bench_quality_runs_end_to_end(catalogue: Path, tmp_path: Path,
     out = tmp_path / "bench"
     figures = bench_quality.main([
         "--data", str(catalogue), "--out", str(out), "--calibration", "8", "--shortlist", "4",
-        "--workers", "1", "--no-progress",
+        "--workers", "1", "--no-progress", "--per-sighting",
         "train.epochs=1", "train.image_size=64", "train.batch_size=8", "train.num_workers=0",
         "crop.size=96",
     ])
@@ -56,6 +56,7 @@ def test_bench_quality_runs_end_to_end(catalogue: Path, tmp_path: Path,
     assert json.loads(last) == figures
     methods = {"imagenet_mobilenetv2_100", "imagenet_efficientnet_lite0", "sift", "trained",
                "trained+sift"}
+    methods |= {f"{m} [sighting]" for m in methods}
     assert set(figures["closed"]) == methods and set(figures["open"]) == methods
     for scores in figures["closed"].values():
         assert 0.0 <= scores["top1"] <= scores["map5"] + 1e-9 <= 1.0 + 1e-9
