@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--protocols", default="closed,open")
     p.add_argument("--per-sighting", action="store_true",
                    help="also score each query sighting's photos pooled (extra table rows)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; on shared cores more threads spin-wait and run slower")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides for the trained pipeline")
     return p.parse_args(argv)
@@ -375,6 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
     progress = not args.no_progress
     out = Path(args.out)
     torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
     timer = Timer()
     wanted = [p for p in args.protocols.split(",") if p]
     with timer("import"):
