@@ -178,9 +178,12 @@ def untrained_features(backbone: str, files: dict[str, str], size: int, workers:
 def trained_features(protocol: Protocol, args: argparse.Namespace, out: Path,
                      timer: Timer, progress: bool) -> dict[str, np.ndarray]:
     """Train the package's pipeline on this protocol's gallery; embed gallery and queries."""
-    config = load_config(args.config, [f"data={protocol.root}", f"name=quality-{protocol.name}",
-                                       f"working={out / 'pipeline'}", "baseline=false",
-                                       *args.overrides])
+    config = load_config(args.config, [f"data={protocol.root}", f"working={out / 'pipeline'}",
+                                       "baseline=false", *args.overrides])
+    # The run folder is named by what the model depends on, so a re-run with other settings
+    # or boxes trains afresh instead of resuming a checkpoint made for something else.
+    key = fingerprint(config.section_dict("crop", "model", "loss", "train"), args.crop, args.seed)
+    config.name = f"quality-{protocol.name}-{key[:8]}"
     competition, split = pipeline.prepare(config)
     crops = pipeline.crop(config, competition, progress)
     with timer(f"train {protocol.name}"):
