@@ -169,7 +169,7 @@ def untrained_features(backbone: str, files: dict[str, str], size: int, workers:
     net = EmbeddingNet(ModelConfig(backbone=backbone)).eval()
     images = list(files)
     vectors = embed_paths(net.pooled, [files[i] for i in images],
-                          eval_transform(size, net.mean_std), batch_size=32, flip_tta=True,
+                          eval_transform(size, net.mean_std), batch_size=32, flip_tta=False,
                           num_workers=min(workers, 1), desc=f"embed {backbone}",
                           progress=progress)
     return dict(zip(images, vectors, strict=True))
