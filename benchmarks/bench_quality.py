@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> dict:
         global_by_protocol[name] = {**shared, "trained": trained}
         results[name], extra[name] = evaluate_protocol(protocol, global_by_protocol[name],
                                                        pairs, args, timer)
+        for method, figures in results[name].items():
+            print(f"{name:6s} {method:40s} " + "  ".join(
+                f"{k} {v:.3f}" for k, v in figures.items() if isinstance(v, float)), flush=True)
     command = "python benchmarks/bench_quality.py " + shlex.join(argv if argv is not None
                                                                   else sys.argv[1:])
     info = {"data": args.data, "photos": len(photos),
