@@ -36,7 +36,7 @@ bench: $(STAMP) bench-detect
 # Detector (YOLO, fullbody + backfin) on the mini-competition: mAP50 per class, CPU seconds.
 .PHONY: bench-detect
 bench-detect: $(STAMP) $(MINI)/train.csv
-	$(PY) benchmarks/bench_detect.py configs/mini.yaml data=$(MINI)
+	$(PY) benchmarks/bench_detect.py configs/mini_detector.yaml data=$(MINI)
 
 clean-working:
 	rm -rf working/* submissions/*
