@@ -45,7 +45,7 @@ bench-retrieval: $(STAMP)
 # Detector (YOLO, fullbody + backfin) on the mini-competition: mAP50 per class, CPU seconds.
 .PHONY: bench-detect
 bench-detect: $(STAMP) $(MINI)/train.csv
-	$(PY) benchmarks/bench_detect.py configs/mini.yaml data=$(MINI)
+	$(PY) benchmarks/bench_detect.py configs/mini_detector.yaml data=$(MINI)
 
 # Re-identification quality on a real catalogue (~1 h on 2 CPU cores): closed- and open-set
 # protocols, untrained baselines, SIFT+RANSAC, the trained pipeline and their fusion.

@@ -1,7 +1,7 @@
 """Benchmark: train the fullbody/backfin detector on a competition, then detect and crop.
 
     python benchmarks/bench_detect.py [CONFIG] [key=value ...]
-    (default: configs/mini.yaml data=input/mini-whales, the demo's detector settings)
+    (default: configs/mini_detector.yaml; `make bench-detect` passes data=$(MINI))
 
 Reports mAP50 per class on individuals held out of detector training, the training and
 detection seconds, and how many photos fell back to the whole image. The last line of
@@ -22,7 +22,7 @@ from wildid.detect import crop, detect_boxes, train
 
 
 def main(argv: list[str]) -> dict:
-    path = argv[0] if argv and "=" not in argv[0] else "configs/mini.yaml"
+    path = argv[0] if argv and "=" not in argv[0] else "configs/mini_detector.yaml"
     overrides = [a for a in argv if "=" in a]
     config = load_config(path, ["crop.source=detector", *overrides])
     competition = load_competition(config.data)
