@@ -187,7 +187,7 @@ def trained_features(protocol: Protocol, args: argparse.Namespace, out: Path,
     competition, split = pipeline.prepare(config)
     crops = pipeline.crop(config, competition, progress)
     with timer(f"train {protocol.name}"):
-        best = pipeline.train(config, crops, split, progress)
+        best = pipeline.train(config, crops, split, progress)[0]
     with timer(f"embed trained {protocol.name}"):
         model = load_trained(config, best, resolve_device(config.train.device))
         embeddings = pipeline.embed(config, competition, crops, model, progress=progress)

@@ -56,7 +56,7 @@ print(f"config {config.name}: data {config.data}, outputs {config.run_dir}, "
 # %%
 competition, split = pipeline.prepare(config)
 crops = pipeline.crop(config, competition, progress=False)
-best = pipeline.train(config, crops, split)
+best = pipeline.train(config, crops, split)[0]  # one checkpoint per fold
 print(f"best checkpoint: {best}")
 
 # %%

@@ -58,7 +58,7 @@ from wildid.train.engine import load_trained, resolve_device
 
 competition, split = pipeline.prepare(config)
 crops = pipeline.crop(config, competition, progress=False)
-best = pipeline.train(config, crops, split, progress=False)  # done in 03: loads, no training
+best = pipeline.train(config, crops, split, progress=False)[0]  # done in 03: no training
 model = load_trained(config, best, resolve_device(config.train.device))
 embeddings = pipeline.embed(config, competition, crops, model, embeddings_dir(config))
 print(f"train {embeddings.train.shape}, test {embeddings.test.shape} -> {embeddings_dir(config)}")

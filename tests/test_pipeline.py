@@ -81,7 +81,7 @@ def test_rerun_reuses_crops_and_the_trained_model(tiny_run) -> None:  # noqa: AN
     competition, split = pipeline.prepare(config)
     crops = pipeline.crop(config, competition, progress=False)
     assert crops.root in crops_before
-    assert pipeline.train(config, crops, split, progress=False) == best
+    assert pipeline.train(config, crops, split, progress=False) == [best]
     assert best.stat().st_mtime_ns == stamp  # resumed at its last epoch: nothing to train
     assert sorted((Path(config.working) / "crops").iterdir()) == crops_before
 

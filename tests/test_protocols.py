@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from wildid.data.competition import NEW_INDIVIDUAL
@@ -55,7 +56,8 @@ def test_rank_keeps_best_photo_per_individual_and_skips_uncompared() -> None:
     scores = np.array([[0.2, 0.9, 0.5, -np.inf]])
     ranking = rank(scores, ["a", "b", "a", "c"])
     assert ranking.labels == [["b", "a"]]
-    assert ranking.scores == [[0.9, 0.5]]
+    assert ranking.scores[0, :2].tolist() == pytest.approx([0.9, 0.5])
+    assert np.isneginf(ranking.scores[0, 2:]).all()  # padding, not "c"
 
 
 def test_closed_and_open_scores() -> None:

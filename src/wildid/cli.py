@@ -184,8 +184,8 @@ def _stage(name: str):
         if name == "crop":
             typer.echo(f"crops in {crops.root}")
             return
-        best = pipeline.train(cfg, crops, split)
-        typer.echo(f"best checkpoint: {best}")
+        for best in pipeline.train(cfg, crops, split):
+            typer.echo(f"best checkpoint: {best}")
 
     command.__doc__ = {
         "prepare": "Validate the competition folder and write the validation split.",

@@ -130,6 +130,6 @@ def trained_embeddings(config: Config, competition, crops, split):  # -> Embeddi
     cached = load_embeddings(config, competition)
     if cached is not None:
         return cached
-    best = pipeline.train(config, crops, split, progress=False)
+    best = pipeline.train(config, crops, split, progress=False)[0]
     model = load_trained(config, best, resolve_device(config.train.device))
     return pipeline.embed(config, competition, crops, model, embeddings_dir(config))

@@ -33,7 +33,7 @@ from wildid.data.competition import NEW_INDIVIDUAL
 from wildid.data.folders import ImportSpec, import_catalogue
 from wildid.metrics import baks, baus, map_at_k
 from wildid.openset import predict, tune_threshold
-from wildid.retrieval import Ranking
+from wildid.retrieval import Ranking, best_per_individual
 
 SIDE_REGEX = r"(left|right)"  # nyala: <sighting>_<side>photo.jpg
 PROTOCOLS = {"closed": 0.0, "open": 0.2}  # name -> fraction of individuals held out whole
@@ -113,18 +113,11 @@ def side_mask(query_sides: pd.Series, gallery_sides: pd.Series) -> np.ndarray:
 
 def rank(scores: np.ndarray, gallery_ids: np.ndarray | list[str], k: int = 50) -> Ranking:
     """Per query, individuals by their best gallery photo's score (pairs at -inf skipped)."""
-    gallery_ids = np.asarray(gallery_ids)
-    labels, values = [], []
-    for row in scores:
-        order = np.argsort(-row, kind="stable")
-        seen: dict[str, float] = {}
-        for j in order:
-            if not np.isfinite(row[j]) or len(seen) >= k:
-                break
-            seen.setdefault(str(gallery_ids[j]), float(row[j]))
-        labels.append(list(seen))
-        values.append(list(seen.values()))
-    return Ranking(labels, values)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    similarities = np.take_along_axis(scores, order, axis=1)
+    order = np.where(np.isfinite(similarities), order, -1)
+    ranking = best_per_individual(similarities, order, np.asarray(gallery_ids))
+    return Ranking(ranking.codes[:, :k], ranking.scores[:, :k], ranking.individuals)
 
 
 def closed_scores(ranking: Ranking, truths: list[str]) -> dict[str, float]:
@@ -179,7 +172,8 @@ def tune(cal_scores: np.ndarray, gallery_ids: np.ndarray | list[str], cal: Calib
     quantiles of the calibration queries' best scores.
     """
     ranking = rank(np.where(cal.mask, cal_scores, -np.inf), gallery_ids)
-    best = np.array([s[0] for s in ranking.scores if s])
+    best = ranking.scores[:, 0][np.isfinite(ranking.scores[:, 0])] if ranking.scores.size \
+        else np.zeros(0)
     if len(best) == 0:
         return float("inf")
     grid = sorted({float(v) for v in np.quantile(best, np.linspace(0, 1, steps))})
