@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from wildid.data.transforms import train_transform
-from wildid.train.data import EpochBatches, TrainImages, load_letterboxed
+from wildid.data.transforms import eval_transform
+from wildid.train.data import (
+    EpochBatches,
+    TrainImages,
+    augmentation,
+    load_letterboxed,
+    normalise_batch,
+)
 
 LABELS = np.repeat(np.arange(12), [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6])  # 42 images
 
@@ -66,12 +72,12 @@ def test_augmentation_follows_the_seed(tmp_path) -> None:
         image = np.random.default_rng(k).integers(0, 255, (40, 60, 3), dtype=np.uint8)
         paths.append(str(tmp_path / f"{k}.jpg"))
         cv2.imwrite(paths[-1], image)
-    transform = train_transform(32, ((0.5,) * 3, (0.5,) * 3))
+    transform = augmentation(32)
     cache = load_letterboxed(paths, 32, progress=False)
     cached = TrainImages([paths], [0, 1, 2], [0, 0, 0], transform, cache[None])
     disk = TrainImages([paths], [0, 1, 2], [0, 0, 0], transform)
     a, label, _ = cached[(1, 7)]
-    assert label == 1 and a.shape == (3, 32, 32)
+    assert label == 1 and a.shape == (32, 32, 3) and a.dtype == torch.uint8
     cached[(2, 8)]  # another draw in between changes nothing
     assert torch.equal(cached[(1, 7)][0], a)
     assert torch.equal(disk[(1, 7)][0], a)  # the cache holds what the disk path makes
@@ -104,3 +110,11 @@ def test_crop_kinds_must_list_the_same_images() -> None:
         TrainImages([["a.jpg", "b.jpg"], ["a.jpg"]], [0, 1], [0, 0], A.Compose([]))
     with pytest.raises(ValueError, match="one weight"):
         TrainImages([["a.jpg"], ["a.jpg"]], [0], [0], A.Compose([]), kind_ratios=[1.0])
+def test_batch_normalisation_matches_eval_transform() -> None:
+    mean_std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    expected = torch.stack([eval_transform(16, mean_std)(image=i)["image"] for i in images])
+    batch = normalise_batch(torch.from_numpy(images), mean_std)
+    assert batch.shape == (2, 3, 16, 16)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(batch, expected, atol=1e-5)

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from wildid.config import Config
-from wildid.data.transforms import eval_transform, train_transform
+from wildid.data.transforms import eval_transform
 from wildid.embed import embed_paths
 from wildid.io import atomic_path, write_csv
 from wildid.metrics import map_at_k
@@ -44,8 +44,10 @@ from wildid.retrieval import rank_individuals
 from wildid.train.data import (
     EpochBatches,
     TrainImages,
+    augmentation,
     cache_bytes,
     load_letterboxed,
+    normalise_batch,
     worker_init,
 )
 
@@ -283,8 +285,7 @@ class Trainer:
             cache = np.stack([load_letterboxed(paths, tc.image_size, tc.num_workers, progress)
                               for paths in kinds])
         dataset = TrainImages(kinds, self.labels, self.species,
-                              train_transform(tc.image_size, self.mean_std), cache,
-                              self.data.kind_ratios)
+                              augmentation(tc.image_size), cache, self.data.kind_ratios)
         self._loader = DataLoader(
             dataset, batch_sampler=self.batches, num_workers=tc.num_workers,
             worker_init_fn=worker_init, persistent_workers=tc.num_workers > 0,
@@ -315,9 +316,9 @@ class Trainer:
         bar = tqdm(self.loader(progress), desc=f"epoch {self.epoch + 1}/{tc.epochs}",
                    disable=not progress, unit="batch", leave=False)
         for images, labels, species in bar:
-            images = images.to(self.device, non_blocking=True)
-            if tc.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = normalise_batch(images.to(self.device, non_blocking=True), self.mean_std)
+            if not tc.channels_last:
+                images = images.contiguous()
             labels = labels.to(self.device, non_blocking=True)
             species = species.to(self.device, non_blocking=True)
             micro += 1
