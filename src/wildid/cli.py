@@ -6,6 +6,8 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid run CONFIG [key=value ...]          (data=DIR chooses the competition folder)
     wildid validate SUBMISSION --data DIR      (exit 0 when valid)
     wildid score SUBMISSION SOLUTION           (last line: MAP@5 <value>)
+    wildid ensemble CONFIG [key=value ...]     (ensemble.members=[runA,runB] ...)
+    wildid submit [SUBMISSION] [--data DIR] [-m MESSAGE]
     wildid detect train CONFIG [key=value ...] (fullbody/backfin YOLO detector on boxes.csv)
     wildid detect crop CONFIG [key=value ...]  (detect every photo, crop what was found)
 """
@@ -128,6 +130,44 @@ def score(submission: Path, solution: Path) -> None:
     typer.echo(f"MAP@5 {value:.6f}")
 
 
+@app.command()
+def ensemble(config: ConfigArg, overrides: Overrides = None) -> None:
+    """Combine stored embeddings of several runs/folds, tune the threshold, write, score."""
+    from wildid.config import ConfigError
+    from wildid.data.competition import DataError
+    from wildid.ensemble import EnsembleError, run_ensemble
+    from wildid.pipeline import RunResult
+    from wildid.report import print_run
+
+    try:
+        result = run_ensemble(_config(config, overrides))
+    except (ConfigError, DataError, EnsembleError, FileNotFoundError) as err:
+        _fail(err)
+    print_run(RunResult(result, None, {}))
+
+
+@app.command()
+def submit(
+    submission: Annotated[Path, typer.Argument(help="the CSV to submit")] = Path(
+        "submissions/submission.csv"),
+    message: Annotated[str, typer.Option("--message", "-m", help="submission description")]
+    = "wildid",
+    data: Annotated[Path | None, typer.Option(help="competition folder to validate against")]
+    = None,
+    competition: str = "happy-whale-and-dolphin",
+) -> None:
+    """Validate SUBMISSION, then upload it with `kaggle competitions submit`."""
+    from wildid.data.competition import DataError
+    from wildid.kaggle import KaggleError
+    from wildid.kaggle import submit as kaggle_submit
+
+    try:
+        output = kaggle_submit(submission, message, competition, data)
+    except (KaggleError, DataError) as err:
+        _fail(err)
+    typer.echo(output or f"{submission}: submitted to {competition}")
+
+
 def _stage(name: str):
     """A stage sub-command: loads the config, runs the stages before it (cached)."""
 
@@ -144,8 +184,8 @@ def _stage(name: str):
         if name == "crop":
             typer.echo(f"crops in {crops.root}")
             return
-        best = pipeline.train(cfg, crops, split)
-        typer.echo(f"best checkpoint: {best}")
+        for best in pipeline.train(cfg, crops, split):
+            typer.echo(f"best checkpoint: {best}")
 
     command.__doc__ = {
         "prepare": "Validate the competition folder and write the validation split.",
@@ -155,10 +195,28 @@ def _stage(name: str):
     return command
 
 
-for _name in ("prepare", "crop", "train"):
+for _name in ("prepare", "crop"):
     app.command(_name)(_stage(_name))
 
 
+@app.command("train")
+def train(
+    config: ConfigArg,
+    overrides: Overrides = None,
+    nproc: Annotated[int, typer.Option(help="processes (GPUs) for DDP, launched by torchrun")]
+    = 1,
+) -> None:
+    """Train the embedding model (resumes from its last checkpoint)."""
+    if nproc <= 1:
+        _stage("train")(config, overrides)
+        return
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "wildid.train.ddp", str(config),
+               *(overrides or [])]
+    raise typer.Exit(subprocess.call(command))
 detect_app = typer.Typer(no_args_is_help=True,
                          help="Detect the full body and back fin with YOLO, and crop them.")
 app.add_typer(detect_app, name="detect")

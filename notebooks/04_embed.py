@@ -1,0 +1,87 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Embed: every train and test image becomes a unit vector
+#
+# The trained model embeds each crop (with horizontal-flip test-time augmentation when
+# `embed.flip_tta`); crop kinds are concatenated or averaged (`crop.combine`). Vectors are
+# saved to `working/<name>/embeddings/fold0/` (`train.npy`, `test.npy`, `index.csv`), where
+# notebooks 05 and 06 load them.
+# %%
+# Find the repository (the folder above holding pyproject.toml), import wildid from its
+# src/, and work in the repository root (on Kaggle: /kaggle/working; WILDID_WORKDIR wins).
+import os
+import sys
+from pathlib import Path
+
+
+def find_root(start: Path) -> Path:
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "src" / "wildid").is_dir():
+            return folder
+    raise FileNotFoundError(f"no wildid repository at or above {start}: start Jupyter inside "
+                            "the repository, or set WILDID_ROOT to its path.")
+
+
+ROOT = Path(os.environ.get("WILDID_ROOT") or find_root(Path.cwd())).resolve()
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+KAGGLE = Path("/kaggle/input").is_dir()
+WORKDIR = Path(os.environ.get("WILDID_WORKDIR") or ("/kaggle/working" if KAGGLE else ROOT))
+os.chdir(WORKDIR)
+print(f"repository {ROOT}\nworking in {WORKDIR}" + ("  (Kaggle)" if KAGGLE else ""))
+
+# %%
+from wildid import pipeline
+from wildid.notebook import notebook_config
+
+config = notebook_config(ROOT)
+print(f"config {config.name}: data {config.data}, outputs {config.run_dir}, "
+      f"submissions {config.submissions}")
+
+# %%
+from wildid.notebook import embeddings_dir
+from wildid.train.engine import load_trained, resolve_device
+
+competition, split = pipeline.prepare(config)
+crops = pipeline.crop(config, competition, progress=False)
+best = pipeline.train(config, crops, split, progress=False)[0]  # done in 03: no training
+model = load_trained(config, best, resolve_device(config.train.device))
+embeddings = pipeline.embed(config, competition, crops, model, embeddings_dir(config))
+print(f"train {embeddings.train.shape}, test {embeddings.test.shape} -> {embeddings_dir(config)}")
+
+# %% [markdown]
+# Does the model separate individuals? Cosine similarity of pairs of train images (a
+# sample of them) of the same individual against pairs of different individuals: the
+# less the two histograms overlap, the easier retrieval and the `new_individual`
+# decision become.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+rng = np.random.default_rng(0)  # at most 2000 images: the matrix grows with the square
+pick = np.sort(rng.permutation(len(embeddings.train))[:2000])
+ids = competition.train["individual_id"].to_numpy()[pick]
+similarity = embeddings.train[pick] @ embeddings.train[pick].T
+upper = np.triu(np.ones_like(similarity, dtype=bool), k=1)
+same = (ids[:, None] == ids[None, :]) & upper
+fig, ax = plt.subplots(figsize=(5, 2.6))
+ax.hist(similarity[upper & ~same], bins=50, density=True, alpha=0.6, label="different")
+ax.hist(similarity[same], bins=50, density=True, alpha=0.6, label="same individual")
+ax.set(xlabel="cosine similarity", ylabel="density")
+ax.legend()
+plt.show()

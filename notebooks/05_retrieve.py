@@ -1,0 +1,101 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Retrieve: nearest individuals, and when to answer `new_individual`
+#
+# Each query image is compared with every train image (cosine similarity); train images
+# are grouped by individual and each individual keeps its best match. `new_individual`
+# goes into the top 5 just before the first candidate whose similarity falls below a
+# threshold. The threshold is tuned on the validation split, whose held-out individuals
+# play the unseen animals of the test set: too low and unseen animals are matched to
+# look-alikes, too high and known ones are called new.
+# %%
+# Find the repository (the folder above holding pyproject.toml), import wildid from its
+# src/, and work in the repository root (on Kaggle: /kaggle/working; WILDID_WORKDIR wins).
+import os
+import sys
+from pathlib import Path
+
+
+def find_root(start: Path) -> Path:
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "src" / "wildid").is_dir():
+            return folder
+    raise FileNotFoundError(f"no wildid repository at or above {start}: start Jupyter inside "
+                            "the repository, or set WILDID_ROOT to its path.")
+
+
+ROOT = Path(os.environ.get("WILDID_ROOT") or find_root(Path.cwd())).resolve()
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+KAGGLE = Path("/kaggle/input").is_dir()
+WORKDIR = Path(os.environ.get("WILDID_WORKDIR") or ("/kaggle/working" if KAGGLE else ROOT))
+os.chdir(WORKDIR)
+print(f"repository {ROOT}\nworking in {WORKDIR}" + ("  (Kaggle)" if KAGGLE else ""))
+
+# %%
+from wildid import pipeline
+from wildid.notebook import notebook_config
+
+config = notebook_config(ROOT)
+print(f"config {config.name}: data {config.data}, outputs {config.run_dir}, "
+      f"submissions {config.submissions}")
+
+# %%
+from wildid.notebook import trained_embeddings
+
+competition, split = pipeline.prepare(config)
+crops = pipeline.crop(config, competition, progress=False)
+embeddings = trained_embeddings(config, competition, crops, split)  # cached by 04
+result = pipeline.evaluate("trained", config, competition, split, embeddings, config.run_dir)
+print(f"threshold {result.threshold}, validation MAP@5 {result.val_map5:.4f}"
+      + (f", test MAP@5 {result.test_map5:.4f}" if result.test_map5 is not None else ""))
+
+# %%
+import matplotlib.pyplot as plt
+
+if result.curve:
+    xs, ys = zip(*result.curve, strict=True)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(xs, ys, marker=".")
+    ax.axvline(result.threshold, color="red", linestyle="--",
+               label=f"chosen {result.threshold:.2f}")
+    ax.set(xlabel="new_individual threshold (cosine)", ylabel="validation MAP@5")
+    ax.legend()
+    plt.show()
+else:
+    print("threshold fixed by retrieval.threshold (or no validation images): no tuning curve")
+
+# %% [markdown]
+# The baseline (pretrained backbone + GeM, no training) through the same search and
+# threshold tuning: what the training has to beat. Skipped when `baseline: false`.
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+from wildid.train.engine import resolve_device
+
+rows = [result]
+if config.baseline:
+    rows.append(pipeline.run_baseline(config, competition, split, crops,
+                                      resolve_device(config.train.device)))
+pd.DataFrame([{"method": r.name, "threshold": r.threshold, "val MAP@5": r.val_map5,
+               "test MAP@5": r.test_map5, "submission": str(r.submission)} for r in rows])
+
+# %%
+if result.breakdown is not None:
+    display(result.breakdown)

@@ -1,0 +1,39 @@
+"""Plots: files for the run folder, figures for the notebooks, no global backend change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from wildid.data.competition import load_competition
+from wildid.plots import plot_threshold_curve, sample_grid
+
+
+def test_threshold_curve_is_saved_without_switching_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("matplotlib.use() would stop a notebook's inline figures")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    path = plot_threshold_curve([(0.1, 0.2), (0.3, 0.5), (0.5, 0.4)], 0.3, "t",
+                                tmp_path / "out" / "threshold.png")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_threshold_curve([], None, "t", tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_sample_grid_rows_per_individual_with_boxes(tiny_comp: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = sample_grid(load_competition(tiny_comp), individuals=3, per_individual=4)
+    try:
+        axes = fig.get_axes()
+        assert len(axes) == 12
+        shown = [ax for ax in axes if ax.images]
+        assert len(shown) >= 3  # the top individuals have photos to show
+        assert all(ax.patches for ax in shown)  # boxes.csv drawn on every shown photo
+    finally:
+        plt.close(fig)
