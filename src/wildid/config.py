@@ -63,7 +63,9 @@ class DetectConfig(Section):
     # A model yaml (random init: no download, e.g. yolov8n.yaml, yolo11n.yaml) or a path to
     # weights (.pt) to fine-tune, e.g. a public Happywhale backfin YOLOv8 checkpoint.
     model: str = "yolov8n.yaml"
-    run: str = "yolo"  # outputs in <working>/detect/<run>/
+    # Outputs in <working>/detect/<run>/. None: <model stem>-<fingerprint of this section and
+    # the boxes>, so a changed config trains beside an earlier detector, never over it.
+    run: str | None = None
     imgsz: int = Field(256, ge=32)  # training and inference size, px (multiple of 32)
     epochs: int = Field(30, ge=0)  # 0: use detect.model's weights (.pt) as they are
     batch: int = Field(16, ge=1)

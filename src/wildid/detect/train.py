@@ -1,7 +1,8 @@
 """Train the fullbody/backfin detector (ultralytics YOLO) on a competition's boxes.csv.
 
 `boxes.csv` (image, kind, x1, y1, x2, y2) becomes an ultralytics dataset under
-`<working>/detect/<run>/dataset/` (images linked, YOLO txt labels, data.yaml). Whole
+`<working>/detect/<run>/dataset/` (images linked, YOLO txt labels, data.yaml); <run> is
+`detect.run` or, by default, the model's name and a fingerprint of the config and boxes. Whole
 individuals are held out for validation, so the reported mAP50 per class is measured on
 animals the detector never saw. Outputs in `<working>/detect/<run>/`: `train/weights/`
 (ultralytics' best.pt and last.pt), `metrics.json` (map50_fullbody, map50_backfin, ...),
@@ -49,8 +50,11 @@ class Detector:
     metrics: dict[str, Any]
 
 
-def run_dir(config: Config) -> Path:
-    return Path(config.working) / "detect" / config.detect.run
+def run_dir(config: Config, competition: Competition) -> Path:
+    """<working>/detect/<run>: detect.run, or the model's name and the config's fingerprint."""
+    dc = config.detect
+    name = dc.run or f"{Path(dc.model).stem}-{_fingerprint(config, competition)}"
+    return Path(config.working) / "detect" / name
 
 
 def yolo_device(name: str) -> str:
@@ -235,7 +239,7 @@ def train(config: Config, competition: Competition, progress: bool = True) -> De
     detect.epochs 0, the weights named by detect.model are the detector (no boxes needed);
     they must name their classes `fullbody` and/or `backfin`.
     """
-    out, dc = run_dir(config), config.detect
+    out, dc = run_dir(config, competition), config.detect
     if dc.epochs == 0:  # a detector trained elsewhere, used as it is
         return Detector(out, local_weights(dc.model), {"model": dc.model, "trained": False})
     key = _fingerprint(config, competition)
