@@ -10,6 +10,8 @@ Each method runs in a fresh subprocess so its peak RSS (getrusage ru_maxrss) is 
   ours     wildid.retrieval (faiss exact inner product, float16 memory maps, query chunks)
            + vectorised grouping + threshold tuned on a tenth of the queries + insertion
            + writing submission.csv; `seconds` is all of it, data generation excluded.
+  bf16     the same with retrieval.index=bf16 (bfloat16 products + exact rescoring), with
+           its recall against the exact search (`--bf16 no` skips it).
   sklearn  NearestNeighbors(algorithm="brute") on a subset of the queries (same gallery),
            its time extrapolated linearly per query (`sklearn_queries` says how many).
   approx   an IVF (or HNSW) index on a subset of queries: time and recall@k against exact.
@@ -86,27 +88,44 @@ def peak_rss_gib() -> float:
 # --------------------------------------------------------------------------- workers
 
 
-def worker_ours(folder: Path, k: int, threads: int) -> dict:
+def worker_ours(folder: Path, k: int, threads: int, kind: str = "flat") -> dict:
     import faiss
+    import torch
 
     from wildid.openset import predict, tune_threshold
-    from wildid.retrieval import best_per_individual, build_index, search_index
+    from wildid.retrieval import (
+        best_per_individual,
+        build_index,
+        recall_at_k,
+        search_bf16,
+        search_index,
+    )
     from wildid.submission import write_submission
 
     faiss.omp_set_num_threads(threads)
-    times = {}
+    torch.set_num_threads(threads)
+    times, extra = {}, {}
     start = t = time.perf_counter()
     gallery = np.load(folder / "gallery.npy", mmap_mode="r")
     queries = np.load(folder / "queries.npy", mmap_mode="r")
     labels = np.load(folder / "gallery_labels.npy")
     truth = np.load(folder / "query_truth.npy")
-    index = build_index(gallery, "flat", device="cpu")
-    times["index"] = time.perf_counter() - t
-    t = time.perf_counter()
-    sims, idx = search_index(index, queries, k, chunk=2048)
-    times["search"] = time.perf_counter() - t
-    np.save(folder / "exact_idx.npy", idx[: int(os.environ.get("BENCH_SUBSET", "2000"))])
-    del index
+    if kind == "flat":
+        index = build_index(gallery, "flat", device="cpu")
+        times["index"] = time.perf_counter() - t
+        t = time.perf_counter()
+        sims, idx = search_index(index, queries, k, chunk=2048)
+        times["search"] = time.perf_counter() - t
+        np.save(folder / "exact_idx.npy", idx)
+        del index
+    else:
+        times["index"] = time.perf_counter() - t
+        t = time.perf_counter()
+        sims, idx = search_bf16(gallery, queries, k)
+        times["search"] = time.perf_counter() - t
+        exact = np.load(folder / "exact_idx.npy")
+        extra = {"recall_at_k": recall_at_k(exact, idx),
+                 "top1_agreement": float((exact[:, 0] == idx[:, 0]).mean())}
     t = time.perf_counter()
     ranking = best_per_individual(sims, idx, labels)
     times["aggregate"] = time.perf_counter() - t
@@ -126,7 +145,7 @@ def worker_ours(folder: Path, k: int, threads: int) -> dict:
                                                                         strict=True)]
     return {"seconds": total, "peak_rss_gib": peak_rss_gib(),
             **{f"{name}_seconds": v for name, v in times.items()},
-            "threshold": float(threshold), "map5": float(np.mean(hits))}
+            "threshold": float(threshold), "map5": float(np.mean(hits)), **extra}
 
 
 def worker_sklearn(folder: Path, k: int, threads: int, n_queries: int) -> dict:
@@ -191,11 +210,14 @@ def main() -> None:
     parser.add_argument("--sklearn-queries", type=int, default=1000)
     parser.add_argument("--approx", choices=["ivf", "hnsw", "none"], default="ivf")
     parser.add_argument("--approx-queries", type=int, default=2000)
-    parser.add_argument("--worker", choices=["ours", "sklearn", "approx"], help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", choices=["yes", "no"], default="yes")
+    parser.add_argument("--worker", choices=["ours", "bf16", "sklearn", "approx"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker == "ours":
-        print(json.dumps(worker_ours(args.folder, args.k, args.threads)))
+    if args.worker in ("ours", "bf16"):
+        kind = "flat" if args.worker == "ours" else "bf16"
+        print(json.dumps(worker_ours(args.folder, args.k, args.threads, kind)))
         return
     if args.worker == "sklearn":
         print(json.dumps(worker_sklearn(args.folder, args.k, args.threads, args.sklearn_queries)))
@@ -213,6 +235,10 @@ def main() -> None:
         subset = max(args.sklearn_queries, args.approx_queries)
         ours = _spawn(["--worker", "ours", *common], args.threads, subset)
         print(f"ours: {ours}", flush=True)
+        bf16 = None
+        if args.bf16 == "yes":
+            bf16 = _spawn(["--worker", "bf16", *common], args.threads, subset)
+            print(f"bf16: {bf16}", flush=True)
         n_sk = min(args.sklearn_queries, shape["queries"])
         sk = _spawn(["--worker", "sklearn", *common, "--sklearn-queries", str(n_sk)],
                     args.threads, subset)
@@ -242,6 +268,13 @@ def main() -> None:
                                          / ours["seconds"], 2),
         "targets": {"seconds": 120, "peak_rss_gib": 4},
     }
+    if bf16 is not None:
+        result["bf16"] = {"seconds": round(bf16["seconds"], 2),
+                          "search_seconds": round(bf16["search_seconds"], 2),
+                          "peak_rss_gib": round(bf16["peak_rss_gib"], 3),
+                          "recall_at_k": round(bf16["recall_at_k"], 5),
+                          "top1_agreement": round(bf16["top1_agreement"], 5),
+                          "map5": round(bf16["map5"], 4)}
     if approx is not None:
         per_query = approx["search_seconds"] / approx["queries"]
         result["approx"] = {

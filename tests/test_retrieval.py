@@ -133,3 +133,15 @@ def test_head_blend_uses_class_cosines_and_floors_unknown_classes():
     assert blend_with_head(ranking, queries, centres, 0.0) is ranking
     blended = blend_with_head(ranking, queries, centres, 0.5)
     assert [row[0] for row in blended.labels] == ["a", "b"]
+
+
+def test_bf16_search_matches_exact_neighbours_and_similarities():
+    rng = np.random.default_rng(3)
+    gallery = l2_normalise(rng.standard_normal((500, 64))).astype(np.float16)
+    queries = l2_normalise(rng.standard_normal((40, 64)))
+    exact_sims, exact_idx = search(gallery, queries, 10)
+    sims, idx = search(gallery, queries, 10, kind="bf16", query_chunk=16)
+    assert recall_at_k(exact_idx, idx) > 0.97
+    assert (idx[:, 0] == exact_idx[:, 0]).all()
+    assert np.allclose(sims[:, 0], exact_sims[:, 0], atol=1e-5)  # rescored in float32
+    assert (np.diff(sims, axis=1) <= 0).all()

@@ -161,8 +161,9 @@ class RetrievalConfig(Section):
     k: int = Field(50, ge=1)  # neighbours searched per query before grouping by individual
     threshold: float | None = None  # new_individual threshold; None: tune on validation
     threshold_grid: list[float] = [round(0.05 * i, 2) for i in range(-2, 21)]
-    # "flat": exact inner product; "ivf"/"hnsw": approximate, for galleries too large for it.
-    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    # "flat": faiss exact inner product; "ivf"/"hnsw": approximate, for galleries too large
+    # for it; "bf16": bfloat16 brute force + exact rescoring, fast on CPUs with AVX512-BF16.
+    index: Literal["flat", "ivf", "hnsw", "bf16"] = "flat"
     nlist: int | None = Field(None, ge=1)  # IVF cells (None: sqrt(gallery size))
     nprobe: int = Field(32, ge=1)  # IVF cells visited per query
     hnsw_m: int = Field(32, ge=4)  # HNSW links per node

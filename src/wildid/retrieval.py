@@ -138,14 +138,63 @@ def search_index(
     return sims, idx
 
 
+def search_bf16(
+    gallery: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    chunk: int = 1024,
+    margin: int | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force in bfloat16 (torch), then the best k + margin rescored exactly in float32.
+
+    On CPUs with bfloat16 dot-product instructions (AVX512-BF16, AMX) the products run
+    about 5x faster than float32 BLAS (measured here: 1.6 s against 7.9 s for 1,000 x
+    51,033 x 4608); elsewhere they are slower, so this is an option (retrieval.index=bf16),
+    never automatic. Candidates come from the rounded products, their similarities and
+    order from exact float32 ones; only a neighbour near the k-th that rounding pushed out
+    of the k + margin candidates can be missed (the benchmark reports recall against faiss).
+    """
+    import torch
+
+    n, dim = gallery.shape
+    table = torch.empty((n, dim), dtype=torch.bfloat16)
+    for start in range(0, n, 8192):
+        table[start : start + 8192] = torch.from_numpy(_as_f32(gallery[start : start + 8192]))
+    k = max(1, min(k, n))
+    wide = min(n, k + (margin if margin is not None else max(16, k // 2)))
+    sims = np.empty((len(queries), k), dtype=np.float32)
+    idx = np.empty((len(queries), k), dtype=np.int64)
+    starts = range(0, len(queries), chunk)
+    for start in tqdm(starts, desc="search", disable=not progress, unit="chunk", leave=False):
+        block = _as_f32(queries[start : start + chunk])
+        coarse = torch.from_numpy(block).to(torch.bfloat16) @ table.T
+        candidates = torch.topk(coarse, wide, dim=1, sorted=False).indices.numpy()
+        del coarse
+        exact = np.empty(candidates.shape, dtype=np.float32)
+        for sub in range(0, len(block), 128):  # gather rows in bounded pieces
+            rows = candidates[sub : sub + 128]
+            vectors = _as_f32(gallery[rows.ravel()]).reshape(*rows.shape, dim)
+            exact[sub : sub + 128] = np.matmul(vectors, block[sub : sub + 128, :, None])[..., 0]
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        sims[start : start + len(block)] = np.take_along_axis(exact, order, 1)
+        idx[start : start + len(block)] = np.take_along_axis(candidates, order, 1)
+    return sims, idx
+
+
 def search(
     gallery: np.ndarray, queries: np.ndarray, k: int, kind: str = "flat", **options
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (similarities, indices) of each query among the gallery rows."""
+    """Top-k (similarities, indices) of each query among the gallery rows.
+
+    `kind`: flat (faiss exact), ivf, hnsw (faiss approximate) or bf16 (`search_bf16`).
+    """
     chunk = options.pop("query_chunk", 4096)
     progress = options.pop("progress", False)
     if len(gallery) == 0 or len(queries) == 0:
         return (np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64))
+    if kind == "bf16":
+        return search_bf16(gallery, queries, k, min(chunk, 1024), progress=progress)
     index = build_index(gallery, kind, **options)
     return search_index(index, queries, k, chunk, progress)
 
