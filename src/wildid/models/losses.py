@@ -9,6 +9,7 @@ compared on the same data, as pytorch-metric-learning does. Parameters a loss ow
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
@@ -21,13 +22,14 @@ from wildid.config import LossConfig
 from wildid.models.heads import ArcFaceHead, dynamic_margins
 
 
-class MetricLoss(nn.Module):
+class MetricLoss(nn.Module, ABC):
     """Base of every loss. `needs_m_per_class`: useless on batches without positives."""
 
     needs_m_per_class = False
 
+    @abstractmethod
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss of a batch of embeddings with their integer class labels."""
 
     def class_scores(self, embeddings: torch.Tensor) -> torch.Tensor | None:
         return None
