@@ -35,28 +35,19 @@
 # Nothing here downloads anything. Later notebooks (02 … 06) re-load the same config and
 # re-use what this one and the others cached, so run them in order.
 # %%
-# Find the repository (the folder above holding pyproject.toml), import wildid from its
-# src/, and work in the repository root (on Kaggle: /kaggle/working; WILDID_WORKDIR wins).
+# Import wildid from the repository's src/ (the folder at or above this one that holds it;
+# WILDID_ROOT wins), then work in the repository root (Kaggle: /kaggle/working).
 import os
 import sys
 from pathlib import Path
 
+ROOT = Path(os.environ.get("WILDID_ROOT") or next(
+    (p for p in (Path.cwd(), *Path.cwd().parents) if (p / "src" / "wildid").is_dir()), Path.cwd()
+)).resolve()
+sys.path.insert(0, str(ROOT / "src"))
+from wildid.notebook import enter_workdir  # noqa: E402  (importable only from here on)
 
-def find_root(start: Path) -> Path:
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "src" / "wildid").is_dir():
-            return folder
-    raise FileNotFoundError(f"no wildid repository at or above {start}: start Jupyter inside "
-                            "the repository, or set WILDID_ROOT to its path.")
-
-
-ROOT = Path(os.environ.get("WILDID_ROOT") or find_root(Path.cwd())).resolve()
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
-KAGGLE = Path("/kaggle/input").is_dir()
-WORKDIR = Path(os.environ.get("WILDID_WORKDIR") or ("/kaggle/working" if KAGGLE else ROOT))
-os.chdir(WORKDIR)
-print(f"repository {ROOT}\nworking in {WORKDIR}" + ("  (Kaggle)" if KAGGLE else ""))
+WORKDIR = enter_workdir(ROOT)
 
 # %%
 from wildid import pipeline
@@ -69,7 +60,7 @@ print(f"config {config.name}: data {config.data}, outputs {config.run_dir}, "
 # %%
 from wildid.data.folders import import_catalogue
 from wildid.data.synth import synthesize
-from wildid.notebook import KAGGLE_COMPETITION, import_spec, synth_spec
+from wildid.notebook import KAGGLE_COMPETITION, import_spec, on_kaggle, synth_spec
 
 data = Path(config.data)
 catalogue = os.environ.get("WILDID_CATALOGUE")
@@ -80,7 +71,7 @@ elif catalogue:
     source = (f"imported from {catalogue}: {summary.individuals} individuals "
               f"({summary.new_individuals} held out as new)")
 else:
-    if KAGGLE:
+    if on_kaggle():
         print(f"{KAGGLE_COMPETITION} not attached: using synthetic data instead.")
     summary = synthesize(data, synth_spec())
     source = (f"synthesized {summary.individuals} individuals ({summary.new_test_images} "

@@ -21,28 +21,19 @@
 # saved to `working/<name>/embeddings/fold0/` (`train.npy`, `test.npy`, `index.csv`), where
 # notebooks 05 and 06 load them.
 # %%
-# Find the repository (the folder above holding pyproject.toml), import wildid from its
-# src/, and work in the repository root (on Kaggle: /kaggle/working; WILDID_WORKDIR wins).
+# Import wildid from the repository's src/ (the folder at or above this one that holds it;
+# WILDID_ROOT wins), then work in the repository root (Kaggle: /kaggle/working).
 import os
 import sys
 from pathlib import Path
 
+ROOT = Path(os.environ.get("WILDID_ROOT") or next(
+    (p for p in (Path.cwd(), *Path.cwd().parents) if (p / "src" / "wildid").is_dir()), Path.cwd()
+)).resolve()
+sys.path.insert(0, str(ROOT / "src"))
+from wildid.notebook import enter_workdir  # noqa: E402  (importable only from here on)
 
-def find_root(start: Path) -> Path:
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "src" / "wildid").is_dir():
-            return folder
-    raise FileNotFoundError(f"no wildid repository at or above {start}: start Jupyter inside "
-                            "the repository, or set WILDID_ROOT to its path.")
-
-
-ROOT = Path(os.environ.get("WILDID_ROOT") or find_root(Path.cwd())).resolve()
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
-KAGGLE = Path("/kaggle/input").is_dir()
-WORKDIR = Path(os.environ.get("WILDID_WORKDIR") or ("/kaggle/working" if KAGGLE else ROOT))
-os.chdir(WORKDIR)
-print(f"repository {ROOT}\nworking in {WORKDIR}" + ("  (Kaggle)" if KAGGLE else ""))
+WORKDIR = enter_workdir(ROOT)
 
 # %%
 from wildid import pipeline

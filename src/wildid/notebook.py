@@ -37,6 +37,18 @@ def on_kaggle() -> bool:
     return KAGGLE_INPUT.is_dir()
 
 
+def enter_workdir(root: str | Path, env: Mapping[str, str] = os.environ) -> Path:
+    """Work where outputs belong: WILDID_WORKDIR, else /kaggle/working on Kaggle, else ROOT.
+
+    Every notebook calls this first, so relative paths in the configs (input/, working/,
+    submissions/) resolve the same way whichever notebook a user opens.
+    """
+    workdir = Path(env.get("WILDID_WORKDIR") or ("/kaggle/working" if on_kaggle() else root))
+    os.chdir(workdir)
+    print(f"repository {root}\nworking in {workdir}" + ("  (Kaggle)" if on_kaggle() else ""))
+    return workdir
+
+
 def _pairs(text: str, variable: str) -> dict[str, object]:
     """`a=1 b=x` -> {"a": 1, "b": "x"}, values parsed as YAML like config overrides."""
     pairs: dict[str, object] = {}
