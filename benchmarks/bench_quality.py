@@ -43,6 +43,7 @@ from wildid import pipeline
 from wildid.cache import fingerprint
 from wildid.config import ModelConfig, load_config
 from wildid.crop import crop_image, expand_box
+from wildid.data.competition import NEW_INDIVIDUAL
 from wildid.data.dataset import read_rgb
 from wildid.data.transforms import eval_transform
 from wildid.embed import embed_paths
@@ -87,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also score each query sighting's photos pooled (extra table rows)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; on shared cores more threads spin-wait and run slower")
+    p.add_argument("--flank-classes", action="store_true",
+                   help="train each (individual, flank) as its own class (needs --side-regex)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides for the trained pipeline")
     return p.parse_args(argv)
@@ -182,9 +185,12 @@ def trained_features(protocol: Protocol, args: argparse.Namespace, out: Path,
                                        "baseline=false", *args.overrides])
     # The run folder is named by what the model depends on, so a re-run with other settings
     # or boxes trains afresh instead of resuming a checkpoint made for something else.
-    key = fingerprint(config.section_dict("crop", "model", "loss", "train"), args.crop, args.seed)
+    key = fingerprint(config.section_dict("crop", "model", "loss", "train"), args.crop, args.seed,
+                      args.flank_classes)
     config.name = f"quality-{protocol.name}-{key[:8]}"
     competition, split = pipeline.prepare(config)
+    if args.flank_classes:
+        split = flank_classes(split, protocol.gallery)
     crops = pipeline.crop(config, competition, progress)
     with timer(f"train {protocol.name}"):
         best = pipeline.train(config, crops, split, progress)[0]
@@ -193,6 +199,22 @@ def trained_features(protocol: Protocol, args: argparse.Namespace, out: Path,
         embeddings = pipeline.embed(config, competition, crops, model, progress=progress)
     return {**dict(zip(competition.train["image"], embeddings.train, strict=True)),
             **dict(zip(competition.test["image"], embeddings.test, strict=True))}
+
+
+def flank_classes(split: pd.DataFrame, gallery: pd.DataFrame) -> pd.DataFrame:
+    """Train each (individual, flank) as its own class: the two flanks of a nyala carry
+    different stripes, so one ArcFace centre for both must average two unrelated patterns.
+    Retrieval still scores individuals; photos of unknown flank keep their individual."""
+    sides = dict(zip(gallery["image"], gallery["side"], strict=True))
+    split = split.copy()
+    side = split["image"].map(sides)
+    flank = side.notna()
+    split["individual_id"] = split["individual_id"].where(
+        ~flank, split["individual_id"] + "_" + side.astype(str))
+    if "val_truth" in split:
+        known = flank & (split["val_truth"] != NEW_INDIVIDUAL)
+        split["val_truth"] = split["val_truth"].where(~known, split["val_truth"] + "_" + side)
+    return split
 
 
 def cosine(features: dict[str, np.ndarray], rows: pd.Series, gallery: pd.Series) -> np.ndarray:

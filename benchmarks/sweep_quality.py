@@ -1,0 +1,124 @@
+"""What each setting of the trained pipeline changes on the quality benchmark's closed set.
+
+    python benchmarks/sweep_quality.py --variants benchmarks/sweeps/nyala.yaml \\
+        [--data ../shared/datasets/nyala] [--crop cam] [--max-minutes 60]
+
+The variants file is a list of {name, overrides: [key=value, ...], flank_classes: bool}.
+Every variant trains `bench_quality`'s trained pipeline on the same closed-set gallery
+(same import, seed and boxes) and scores top-1 and MAP@5 on the same queries, flanks
+compared only with flanks, so rows differ by their settings alone. Each finished variant
+is appended to OUT/sweep.jsonl at once and skipped by a re-run; `--max-minutes` stops
+starting new ones, so a sweep fits a time-boxed (GPU) lease. `cost` is training
+epochs x photos x pixels in units of one CPU-budget run of the default config, to keep
+GPU-found settings honest about what a 2-core CPU can afford.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_quality as bq  # noqa: E402
+
+from wildid.config import load_config  # noqa: E402
+from wildid.protocols import closed_scores, import_protocols, rank, side_mask  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", required=True, help="YAML list of variants")
+    p.add_argument("--data", default="../shared/datasets/nyala")
+    p.add_argument("--group", default=r"^(\d+)_")
+    p.add_argument("--side-regex", default=r"_(left|right)")
+    p.add_argument("--config", default="configs/nyala.yaml")
+    p.add_argument("--crop", choices=("cam", "whole"), default="cam")
+    p.add_argument("--out", default="working/bench/sweep")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--only", default="", help="comma-separated variant names to run")
+    p.add_argument("--set", nargs="*", default=[],
+                   help="overrides for every variant that change speed, not results "
+                        "(train.num_workers=12)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def cost(overrides: list[str], config_path: str) -> float:
+    """Training work (epochs x pixels per photo) relative to the config's own; the photos
+    are the same gallery in every variant."""
+    base = load_config(config_path).train
+    mine = load_config(config_path, overrides).train
+    return (mine.epochs * mine.image_size ** 2) / (base.epochs * base.image_size ** 2)
+
+
+def run_variant(variant: dict, protocol: bq.Protocol, args: argparse.Namespace) -> dict:
+    overrides = [str(o) for o in variant.get("overrides", [])]
+    bench_args = argparse.Namespace(config=args.config, overrides=[*overrides, *args.set],
+                                    crop=args.crop,
+                                    seed=args.seed,
+                                    flank_classes=bool(variant.get("flank_classes", False)))
+    timer = bq.Timer()
+    start = time.perf_counter()
+    features = bq.trained_features(protocol, bench_args, Path(args.out), timer,
+                                   not args.no_progress)
+    g, q = protocol.gallery, protocol.queries
+    scores = np.where(side_mask(q["side"], g["side"]),
+                      bq.cosine(features, q["image"], g["image"]), -np.inf)
+    figures = closed_scores(rank(scores, g["individual_id"].to_numpy()), protocol.truths)
+    return {"name": variant["name"], "overrides": overrides,
+            "flank_classes": bench_args.flank_classes,
+            "top1": round(figures["top1"], 4), "map5": round(figures["map5"], 4),
+            "cost": round(cost(overrides, args.config), 2),
+            "train_s": round(sum(v for k, v in timer.seconds.items() if k.startswith("train")), 1),
+            "total_s": round(time.perf_counter() - start, 1),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    variants = yaml.safe_load(Path(args.variants).read_text())
+    if args.only:
+        wanted = set(args.only.split(","))
+        variants = [v for v in variants if v["name"] in wanted]
+    log = out / "sweep.jsonl"
+    done = {json.loads(line)["name"]: json.loads(line)
+            for line in log.read_text().splitlines() if line} if log.is_file() else {}
+    protocol = import_protocols(args.data, out / "data", args.group, args.seed,
+                                args.side_regex or None)["closed"]
+    photos = bq.all_photos({"closed": protocol})
+    bq.write_boxes(protocol, bq.animal_boxes(photos, out, args.crop, not args.no_progress))
+    start = time.perf_counter()
+    for variant in variants:
+        if variant["name"] in done:
+            continue
+        if args.max_minutes and time.perf_counter() - start > 60 * args.max_minutes:
+            print(f"time box reached: {variant['name']} and later variants not run", flush=True)
+            break
+        try:
+            row = run_variant(variant, protocol, args)
+        except Exception as error:  # one broken variant must not cost the rest of a lease
+            print(f"variant {variant['name']} failed: {error!r}", flush=True)
+            continue
+        done[row["name"]] = row
+        with log.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+    rows = [done[v["name"]] for v in variants if v["name"] in done]
+    for r in rows:
+        print(f"{r['name']:28s} top1 {r['top1']:.3f}  map5 {r['map5']:.3f}  cost {r['cost']:.2f}"
+              f"  train {r['train_s']:.0f} s")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
