@@ -11,13 +11,20 @@ scores side by side on the same splits:
 * sift: SIFT + ratio test + RANSAC inlier counts, each query against the top-N gallery
   photos of the untrained MobileNetV2 (a training-free pipeline end to end);
 * trained: the package's pipeline (configs/nyala.yaml) trained on the gallery only;
+  in the open protocol, without the calibration sightings (below);
 * trained+sift: trained cosine + w * log(1 + inliers) over the trained model's top-N,
   w chosen on the gallery (leave one sighting out), never on the queries.
 
 Every method sees the animal box from `wildid.saliency` (class activation map of the
 shipped ImageNet classifier) and compares only same-flank photos when the file names say
 the flank (`--side-regex`, nyala: `_leftphoto` / `_rightphoto`). The open-set
-`new_individual` threshold of each method is tuned leave-one-sighting-out on the gallery.
+`new_individual` threshold of each method is tuned leave-one-sighting-out on
+`--calibration` gallery pseudo-queries. The open protocol's trained model does not train on
+those pseudo-queries' sightings (they stay in the gallery, embedded), so its threshold and
+fusion weight are tuned on similarities it was not fitted to. The closed protocol trains on
+its whole gallery (no threshold; top-1 is the headline) and takes its fusion weight from
+the open run: chosen there on held-out calibration rows that are not closed queries. Run
+alone (`--protocols closed`), it chooses the weight on its own trained-on, inflated rows.
 
 Writes working/bench/quality/results.md and results.json; the last line printed is JSON.
 """
@@ -29,7 +36,7 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -41,9 +48,9 @@ import torch
 import wildid  # noqa: F401  (offline switches)
 from wildid import pipeline
 from wildid.cache import fingerprint
-from wildid.config import ModelConfig, load_config
+from wildid.config import Config, ModelConfig, load_config
 from wildid.crop import crop_image, expand_box
-from wildid.data.competition import NEW_INDIVIDUAL
+from wildid.data.competition import NEW_INDIVIDUAL, Competition
 from wildid.data.dataset import read_rgb
 from wildid.data.transforms import eval_transform
 from wildid.embed import embed_paths
@@ -54,6 +61,7 @@ from wildid.protocols import (
     Calibration,
     Protocol,
     calibration,
+    calibration_images,
     closed_scores,
     import_protocols,
     open_scores,
@@ -178,19 +186,59 @@ def untrained_features(backbone: str, files: dict[str, str], size: int, workers:
     return dict(zip(images, vectors, strict=True))
 
 
-def trained_features(protocol: Protocol, args: argparse.Namespace, out: Path,
-                     timer: Timer, progress: bool) -> dict[str, np.ndarray]:
-    """Train the package's pipeline on this protocol's gallery; embed gallery and queries."""
+def trains_on_calibration(protocol: Protocol) -> bool:
+    """Whether the protocol's trained model trained on its calibration rows (closed only)."""
+    return protocol.name == "closed"
+
+
+def training_exclusion(protocol: Protocol, cal: Calibration) -> list[str]:
+    """Gallery photos the protocol's trained model must not train on.
+
+    Open: every photo of the calibration sightings, so the new_individual threshold is
+    tuned on similarities the model was not fitted to (trained-on pseudo-queries looked
+    far more alike than real new queries and the threshold was badly off). Closed: none;
+    it needs no threshold, and its headline top-1 keeps every gallery photo for training.
+    """
+    return [] if trains_on_calibration(protocol) else calibration_images(protocol.gallery, cal)
+
+
+def pipeline_config(protocol: Protocol, args: argparse.Namespace, out: Path,
+                    exclude: Sequence[str] = ()) -> Config:
+    """The trained pipeline's config, its run folder named by what the model depends on."""
     config = load_config(args.config, [f"data={protocol.root}", f"working={out / 'pipeline'}",
                                        "baseline=false", *args.overrides])
-    # The run folder is named by what the model depends on, so a re-run with other settings
-    # or boxes trains afresh instead of resuming a checkpoint made for something else.
-    key = fingerprint(config.section_dict("crop", "model", "loss", "train"), args.crop, args.seed,
-                      args.flank_classes)
-    config.name = f"quality-{protocol.name}-{key[:8]}"
+    # The run folder is named by what the model depends on, so a re-run with other settings,
+    # boxes or left-out photos trains afresh instead of resuming a checkpoint made for
+    # something else. No exclusion adds nothing, so such runs keep their existing folders.
+    parts = [config.section_dict("crop", "model", "loss", "train"), args.crop, args.seed,
+             args.flank_classes, *([sorted(exclude)] if exclude else [])]
+    config.name = f"quality-{protocol.name}-{fingerprint(*parts)[:8]}"
+    return config
+
+
+def training_split(config: Config, protocol: Protocol, exclude: Sequence[str],
+                   flank: bool) -> tuple[Competition, pd.DataFrame]:
+    """`pipeline.prepare`'s split without the `exclude` photos (they are still embedded,
+    as `competition.train` keeps them); split.csv is rewritten to what is trained on."""
     competition, split = pipeline.prepare(config)
-    if args.flank_classes:
+    if exclude:
+        if pipeline.fold_ids(config) != [0]:
+            raise ValueError(f"train.folds={config.train.folds}: leaving calibration photos "
+                             "out of training is only done for one fold; set train.folds=1.")
+        split = split[~split["image"].isin(set(exclude))].reset_index(drop=True)
+    if flank:
         split = flank_classes(split, protocol.gallery)
+    write_csv(split, config.run_dir / "split.csv")
+    return competition, split
+
+
+def trained_features(protocol: Protocol, args: argparse.Namespace, out: Path,
+                     timer: Timer, progress: bool, exclude: Sequence[str] = ()
+                     ) -> dict[str, np.ndarray]:
+    """Train the package's pipeline on this protocol's gallery less `exclude`; embed
+    gallery (all of it) and queries."""
+    config = pipeline_config(protocol, args, out, exclude)
+    competition, split = training_split(config, protocol, exclude, args.flank_classes)
     crops = pipeline.crop(config, competition, progress)
     with timer(f"train {protocol.name}"):
         best = pipeline.train(config, crops, split, progress)[0]
@@ -282,9 +330,15 @@ def fuse(cos: np.ndarray, counts: np.ndarray, weight: float) -> np.ndarray:
     return cos + weight * np.log1p(np.maximum(counts, 0))
 
 
-def choose_weight(cal_cos: np.ndarray, cal_counts: np.ndarray, ids: np.ndarray, cal) -> float:
-    """The fusion weight with the best leave-one-sighting-out MAP@5 on known gallery rows."""
-    known = np.array([t != "new_individual" for t in cal.truths])
+def choose_weight(cal_cos: np.ndarray, cal_counts: np.ndarray, ids: np.ndarray,
+                  cal: Calibration, keep: np.ndarray | None = None) -> float:
+    """The fusion weight with the best leave-one-sighting-out MAP@5 on known gallery rows
+    (those of them in `keep`, a mask over the calibration rows); 0 (no fusion) if none."""
+    known = np.array([t != NEW_INDIVIDUAL for t in cal.truths], dtype=bool)
+    if keep is not None:
+        known &= keep
+    if not known.any():
+        return 0.0
     truths = [t for t, k in zip(cal.truths, known, strict=True) if k]
     best = (-1.0, 0.0)
     for w in FUSION_WEIGHTS:
@@ -296,11 +350,41 @@ def choose_weight(cal_cos: np.ndarray, cal_counts: np.ndarray, ids: np.ndarray, 
 # --- one protocol -----------------------------------------------------------------------------
 
 
-def evaluate_protocol(protocol: Protocol, global_features: dict[str, dict[str, np.ndarray]],
-                      pairs: PairCache, args: argparse.Namespace, timer: Timer
-                      ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def fusion_weights(cal_cos: np.ndarray, cal_counts: np.ndarray, ids: np.ndarray,
+                   cal: Calibration, cal_images: pd.Series, protocol: Protocol,
+                   given: float | None, closed_queries: Collection[str]
+                   ) -> dict[str, float | str]:
+    """The trained+sift weight to use ("fusion_weight") and where it comes from.
+
+    A weight chosen on rows the model trained on is chosen on inflated cosines, so the
+    closed protocol uses `given` when the open run supplied one, keeping its own choice for
+    comparison only. With `closed_queries` (open protocol), the weight for the closed
+    protocol is chosen too, on the held-out rows less the closed queries' photos, so no
+    closed query's label touches it; the models share their recipe, hence their scale.
+    """
+    own = choose_weight(cal_cos, cal_counts, ids, cal)
+    inflated = trains_on_calibration(protocol)
+    out: dict[str, float | str] = {
+        "fusion_weight": own,
+        "fusion_weight_source": "trained-on calibration (inflated)" if inflated
+        else "held-out calibration"}
+    if given is not None:
+        out.update(fusion_weight=given, fusion_weight_source="open run",
+                   fusion_weight_own_calibration=own)
+    if closed_queries:
+        keep = ~cal_images.isin(set(closed_queries)).to_numpy()
+        out["fusion_weight_for_closed"] = choose_weight(cal_cos, cal_counts, ids, cal, keep)
+    return out
+
+
+def evaluate_protocol(protocol: Protocol, cal: Calibration,
+                      global_features: dict[str, dict[str, np.ndarray]], pairs: PairCache,
+                      args: argparse.Namespace, timer: Timer, given_weight: float | None = None,
+                      closed_queries: Collection[str] = ()
+                      ) -> tuple[dict[str, dict[str, float]], dict[str, float | str]]:
+    """Every method's figures on one protocol; `cal` is the calibration the trained model
+    was (open) or was not (closed) kept off; fusion arguments: see `fusion_weights`."""
     g, q = protocol.gallery, protocol.queries
-    cal = calibration(g, args.calibration, args.seed)
     ids = g["individual_id"].to_numpy()
     allowed_q = side_mask(q["side"], g["side"])
     allowed_c = side_mask(g["side"].iloc[cal.rows], g["side"]) & cal.mask
@@ -309,7 +393,7 @@ def evaluate_protocol(protocol: Protocol, global_features: dict[str, dict[str, n
         scores[name] = (np.where(allowed_q, cosine(features, q["image"], g["image"]), -np.inf),
                         np.where(allowed_c, cosine(features, g["image"].iloc[cal.rows],
                                                    g["image"]), -np.inf))
-    extra: dict[str, float] = {}
+    extra: dict[str, float | str] = {}
     base = f"imagenet_{BASELINES[0]}"
     with timer(f"sift match {protocol.name}"):
         counts = [pairs.matrix(rows, g["image"], shortlist(s, args.shortlist))
@@ -321,8 +405,9 @@ def evaluate_protocol(protocol: Protocol, global_features: dict[str, dict[str, n
             tq, tc = scores["trained"]
             fq = pairs.matrix(q["image"], g["image"], shortlist(tq, args.shortlist))
             fc = pairs.matrix(g["image"].iloc[cal.rows], g["image"], shortlist(tc, args.shortlist))
-        weight = choose_weight(tc, fc, ids, cal)
-        extra["fusion_weight"] = weight
+        extra = fusion_weights(tc, fc, ids, cal, g["image"].iloc[cal.rows], protocol,
+                               given_weight, closed_queries)
+        weight = float(extra["fusion_weight"])
         scores["trained+sift"] = (fuse(tq, fq, weight), fuse(tc, fc, weight))
     results: dict[str, dict[str, float]] = {}
     for name, (sq, sc) in scores.items():
@@ -433,11 +518,20 @@ def main(argv: list[str] | None = None) -> dict:
                       out / "cache" / f"pairs_{args.crop}_{fingerprint(asdict(local))}.csv")
     results: dict[str, dict] = {}
     extra: dict[str, dict] = {}
-    for name, protocol in protocols.items():
-        trained = trained_features(protocol, args, out, timer, progress)
+    # Open first: the closed protocol takes its fusion weight from the open run's held-out
+    # calibration rows (see fusion_weights).
+    for name in sorted(protocols, key=lambda n: n != "open"):
+        protocol = protocols[name]
+        cal = calibration(protocol.gallery, args.calibration, args.seed)
+        trained = trained_features(protocol, args, out, timer, progress,
+                                   training_exclusion(protocol, cal))
         global_by_protocol[name] = {**shared, "trained": trained}
-        results[name], extra[name] = evaluate_protocol(protocol, global_by_protocol[name],
-                                                       pairs, args, timer)
+        given = extra.get("open", {}).get("fusion_weight_for_closed") if name == "closed" \
+            else None
+        closed_queries = set(protocols["closed"].queries["image"]) \
+            if name == "open" and "closed" in protocols else set()
+        results[name], extra[name] = evaluate_protocol(protocol, cal, global_by_protocol[name],
+                                                       pairs, args, timer, given, closed_queries)
         for method, figures in results[name].items():
             print(f"{name:6s} {method:40s} " + "  ".join(
                 f"{k} {v:.3f}" for k, v in figures.items() if isinstance(v, float)), flush=True)

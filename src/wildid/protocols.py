@@ -14,10 +14,13 @@ Every method hands in a dense (queries x gallery) score matrix, higher = more al
 -inf for pairs it did not compare (a shortlist, or another flank). The open-set
 `new_individual` threshold is tuned without touching the queries: gallery photos are
 matched leave-one-sighting-out against the rest of the gallery, where individuals seen in
-only that sighting play `new_individual` (`calibration`). Caveat: a model trained on the
-gallery has seen those photos, so its calibration similarities are inflated and the
-threshold it gets is off (nyala: trained BAUS 0.17 against 0.87 untrained); a held-out
-slice of the gallery would fix that at the cost of training data.
+only that sighting play `new_individual` (`calibration`). A model trained on those photos
+would score its own pseudo-queries with inflated similarities and get a threshold that is
+off (nyala, before the fix: trained BAUS 0.17 against 0.87 untrained). So a trained model
+of the open protocol must not train on the calibration sightings (`calibration_images`:
+every photo of each pseudo-query's (individual, sighting), near duplicates included); they
+stay gallery entries, embedded like the rest. The cost is that training data, about
+`n` sightings.
 """
 
 from __future__ import annotations
@@ -162,6 +165,16 @@ def calibration(gallery: pd.DataFrame, n: int = 300, seed: int = 0) -> Calibrati
     truths = [ids[r] if sightings[ids[r]] > 1 else NEW_INDIVIDUAL for r in rows]
     same = (ids[rows][:, None] == ids[None, :]) & (groups[rows][:, None] == groups[None, :])
     return Calibration(rows, truths, ~same)
+
+
+def calibration_images(gallery: pd.DataFrame, cal: Calibration) -> list[str]:
+    """Images of every gallery photo in a calibration pseudo-query's sighting.
+
+    A model tuned on `cal` must not train on these: a sighting's photos are near
+    duplicates, so training on any of them inflates the pseudo-query's similarities as much
+    as training on the pseudo-query itself. Read from `cal.mask` (False on own sighting).
+    """
+    return gallery["image"].to_numpy()[(~cal.mask).any(axis=0)].tolist()
 
 
 def tune(cal_scores: np.ndarray, gallery_ids: np.ndarray | list[str], cal: Calibration,
