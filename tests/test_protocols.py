@@ -12,6 +12,7 @@ from PIL import Image
 from wildid.data.competition import NEW_INDIVIDUAL
 from wildid.protocols import (
     calibration,
+    calibration_images,
     closed_scores,
     import_protocols,
     open_scores,
@@ -79,6 +80,16 @@ def test_calibration_masks_own_sighting_and_marks_single_sighting_new() -> None:
     cal = calibration(gallery, n=5)
     assert cal.truths == ["a", "a", "a", NEW_INDIVIDUAL, NEW_INDIVIDUAL]
     assert not cal.mask[0, 1] and cal.mask[0, 2] and not cal.mask[3, 4]
+
+
+def test_calibration_images_are_whole_sightings_of_the_pseudo_queries() -> None:
+    gallery = pd.DataFrame({"image": ["p0", "p1", "p2", "p3", "p4", "p5"],
+                            "individual_id": ["a", "a", "a", "b", "b", "c"],
+                            "group": ["1", "1", "2", "1", "3", "4"]})
+    cal = calibration(gallery, n=2, seed=1)
+    assert cal.rows.tolist() == [0, 4]  # pseudo-queries p0 (a, sighting 1) and p4 (b, 3)
+    # p1 is p0's near duplicate; p3 is another animal of the same encounter group
+    assert calibration_images(gallery, cal) == ["p0", "p1", "p4"]
 
 
 def test_tune_finds_a_threshold_separating_new_from_known() -> None:

@@ -7,13 +7,23 @@ both protocols, the report) on a dozen textured "animals" in a few seconds of co
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
+
+from wildid.protocols import (
+    Calibration,
+    calibration,
+    calibration_images,
+    import_protocols,
+    load_protocol,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -65,3 +75,75 @@ def test_bench_quality_runs_end_to_end(catalogue: Path, tmp_path: Path,
     table = (out / "results.md").read_text()
     assert "| trained+sift |" in table and "Command:" in table
     assert (out / "data" / "closed" / "boxes.csv").is_file()
+    _check_training_splits(out, 8)
+
+
+def _split_images(out: Path, protocol: str) -> set[str]:
+    (run,) = (out / "pipeline").glob(f"quality-{protocol}-*")
+    return set(pd.read_csv(run / "split.csv", dtype=str)["image"])
+
+
+def _check_training_splits(out: Path, n_calibration: int) -> None:
+    """The run's trained splits: open less its calibration sightings, closed whole; the
+    closed fusion weight comes from the open run's held-out rows."""
+    protocols = {n: load_protocol(out / "data" / n, n) for n in ("closed", "open")}
+    open_gallery = protocols["open"].gallery
+    held_out = set(calibration_images(open_gallery, calibration(open_gallery, n_calibration)))
+    assert held_out and _split_images(out, "open") == set(open_gallery["image"]) - held_out
+    assert _split_images(out, "closed") == set(protocols["closed"].gallery["image"])
+    extra = json.loads((out / "results.json").read_text())["extra"]
+    assert extra["open"]["fusion_weight_source"] == "held-out calibration"
+    assert extra["closed"]["fusion_weight_source"] == "open run"
+    assert extra["closed"]["fusion_weight"] == extra["open"]["fusion_weight_for_closed"]
+
+
+def _args(**kw: object) -> argparse.Namespace:
+    return argparse.Namespace(config=str(ROOT / "configs" / "nyala.yaml"), overrides=[],
+                              crop="cam", seed=0, flank_classes=False, **kw)
+
+
+def test_training_split_drops_open_calibration_sightings_only(catalogue: Path, tmp_path: Path
+                                                              ) -> None:
+    protocols = import_protocols(catalogue, tmp_path / "data", r"^(\d+)_")
+    names = set()
+    for protocol in protocols.values():
+        cal = calibration(protocol.gallery, 4, 0)
+        exclude = bench_quality.training_exclusion(protocol, cal)
+        config = bench_quality.pipeline_config(protocol, _args(), tmp_path, exclude)
+        competition, split = bench_quality.training_split(config, protocol, exclude, False)
+        gallery = set(protocol.gallery["image"])
+        assert set(competition.train["image"]) == gallery  # still embedded as gallery
+        if protocol.name == "closed":
+            assert not exclude and set(split["image"]) == gallery
+        else:
+            sightings = set(zip(protocol.gallery["individual_id"].iloc[cal.rows],
+                                protocol.gallery["group"].iloc[cal.rows], strict=True))
+            trained = protocol.gallery[protocol.gallery["image"].isin(split["image"])]
+            assert len(exclude) > len(cal.rows)  # near duplicates (the other flank) too
+            assert not sightings & set(zip(trained["individual_id"], trained["group"],
+                                           strict=True))
+            assert set(split["image"]) == gallery - set(exclude)
+        names.add(config.name)
+        # another exclusion, another run folder: nothing resumes a model trained otherwise
+        other = bench_quality.pipeline_config(protocol, _args(), tmp_path, exclude[:-1])
+        assert (other.name != config.name) == bool(exclude)
+    assert len(names) == 2
+
+
+def test_closed_fusion_weight_is_chosen_without_closed_queries() -> None:
+    """Row 0 needs SIFT (cosine ranks b first), row 1 is hurt by it: which rows may vote
+    decides the weight, so leaving out a closed query's row must change the choice."""
+    ids = np.array(["a", "b", "c", "d"])
+    cal = Calibration(np.array([0, 1]), ["a", "c"], np.ones((2, 4), dtype=bool))
+    cos = np.array([[0.8, 0.9, 0.0, 0.0], [0.0, 0.0, 0.9, 0.85]], dtype=np.float32)
+    counts = np.array([[50, 0, 0, 0], [0, 0, 0, 50]], dtype=np.float32)
+    images = pd.Series(["q0", "q1"])
+    protocol = bench_quality.Protocol("open", Path("."), pd.DataFrame(), pd.DataFrame())
+    mixed = bench_quality.fusion_weights(cos, counts, ids, cal, images, protocol, None, {"q1"})
+    assert mixed["fusion_weight_for_closed"] > 0  # only row 0 votes
+    alone = bench_quality.fusion_weights(cos, counts, ids, cal, images, protocol, None, {"q0"})
+    assert alone["fusion_weight_for_closed"] == 0.0  # only row 1 votes
+    closed = bench_quality.Protocol("closed", Path("."), pd.DataFrame(), pd.DataFrame())
+    given = bench_quality.fusion_weights(cos, counts, ids, cal, images, closed, 0.3, ())
+    assert given["fusion_weight"] == 0.3 and given["fusion_weight_source"] == "open run"
+    assert "fusion_weight_for_closed" not in given
