@@ -382,8 +382,8 @@ def evaluate_protocol(protocol: Protocol, cal: Calibration,
                       args: argparse.Namespace, timer: Timer, given_weight: float | None = None,
                       closed_queries: Collection[str] = ()
                       ) -> tuple[dict[str, dict[str, float]], dict[str, float | str]]:
-    """Every method's figures on one protocol; `cal` is the calibration the trained model
-    was (open) or was not (closed) kept off; fusion arguments: see `fusion_weights`."""
+    """Every method's figures on one protocol. `cal` tunes the open threshold and must be
+    the one the open model was kept off in training; fusion arguments: `fusion_weights`."""
     g, q = protocol.gallery, protocol.queries
     ids = g["individual_id"].to_numpy()
     allowed_q = side_mask(q["side"], g["side"])
@@ -405,8 +405,8 @@ def evaluate_protocol(protocol: Protocol, cal: Calibration,
             tq, tc = scores["trained"]
             fq = pairs.matrix(q["image"], g["image"], shortlist(tq, args.shortlist))
             fc = pairs.matrix(g["image"].iloc[cal.rows], g["image"], shortlist(tc, args.shortlist))
-        extra = fusion_weights(tc, fc, ids, cal, g["image"].iloc[cal.rows], protocol,
-                               given_weight, closed_queries)
+        extra.update(fusion_weights(tc, fc, ids, cal, g["image"].iloc[cal.rows], protocol,
+                                    given_weight, closed_queries))
         weight = float(extra["fusion_weight"])
         scores["trained+sift"] = (fuse(tq, fq, weight), fuse(tc, fc, weight))
     results: dict[str, dict[str, float]] = {}
