@@ -1,0 +1,66 @@
+"""The settings sweep on the quality benchmark's closed set: rows, resume, bad variants,
+and the flank-class relabelling it can switch on."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sweep_quality = pytest.importorskip("sweep_quality")
+bench_quality = pytest.importorskip("bench_quality")
+
+FAST = ["train.image_size=64", "train.batch_size=8", "train.num_workers=0", "crop.size=96"]
+
+
+def _variants(tmp_path: Path) -> Path:
+    path = tmp_path / "variants.yaml"
+    path.write_text(
+        "- {name: one_epoch, overrides: [train.epochs=1]}\n"
+        "- {name: two_epochs_flank, overrides: [train.epochs=2], flank_classes: true}\n"
+        "- {name: broken, overrides: [train.epochs=-1]}\n")
+    return path
+
+
+def test_sweep_writes_a_row_per_variant_and_resumes(catalogue: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "sweep"
+    args = ["--variants", str(_variants(tmp_path)), "--data", str(catalogue), "--crop",
+            "whole", "--out", str(out), "--no-progress", "--set", *FAST]
+    rows = sweep_quality.main(args)
+    # the broken variant (epochs < 0 fails the config schema) is reported and skipped
+    assert [r["name"] for r in rows] == ["one_epoch", "two_epochs_flank"]
+    for row in rows:
+        assert 0.0 <= row["top1"] <= row["map5"] + 1e-9 <= 1.0 + 1e-9
+        assert row["device"] == "cpu" and row["train_s"] > 0
+    # cost: the variant's epochs x pixels over configs/nyala.yaml's (6 epochs); `--set`
+    # holds settings that change speed, not results, and is not counted
+    assert [r["cost"] for r in rows] == [pytest.approx(1 / 6, abs=0.01),
+                                         pytest.approx(2 / 6, abs=0.01)]
+    assert rows[1]["flank_classes"] and not rows[0]["flank_classes"]
+    logged = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert logged == rows
+
+    # a re-run trains nothing: every finished variant is read back from sweep.jsonl
+    def no_training(*_args: object) -> dict:
+        raise AssertionError("a finished variant was run again")
+
+    monkeypatch.setattr(sweep_quality, "run_variant", no_training)
+    assert sweep_quality.main([*args, "--only", "one_epoch"]) == rows[:1]
+
+
+def test_flank_classes_split_each_individual_by_flank() -> None:
+    gallery = pd.DataFrame({"image": ["a", "b", "c", "d"],
+                            "side": ["left", "right", None, "left"]})
+    split = pd.DataFrame({"image": ["a", "b", "c", "d"], "individual_id": ["7", "7", "7", "8"],
+                          "role": "train",
+                          "val_truth": ["7", "7", "7", "new_individual"]})
+    out = bench_quality.flank_classes(split, gallery)
+    assert out["individual_id"].tolist() == ["7_left", "7_right", "7", "8_left"]
+    assert out["val_truth"].tolist() == ["7_left", "7_right", "7", "new_individual"]
+    assert split["individual_id"].tolist() == ["7", "7", "7", "8"]  # input left alone
