@@ -10,7 +10,8 @@ MINI ?= input/mini-whales
 DATA ?= ../shared/datasets/nyala
 GROUP ?= ^(\d+)_
 
-.PHONY: demo test lint bench setup clean-working bench-train bench-retrieval bench-quality
+.PHONY: demo test lint bench setup clean-working bench-train bench-retrieval bench-quality \
+	bench-sweep
 
 $(STAMP): requirements.txt pyproject.toml scripts/setup_env.sh scripts/fix_torchvision_cpu.py
 	bash scripts/setup_env.sh
@@ -52,6 +53,12 @@ bench-detect: $(STAMP) $(MINI)/train.csv
 # Table: working/bench/quality/results.md; last line: JSON of the figures.
 bench-quality: $(STAMP)
 	nice -n 10 $(PY) benchmarks/bench_quality.py --data '$(DATA)' --group '$(GROUP)'
+
+# What each trained-pipeline setting changes on the closed set (one variant per row, resumable;
+# not part of `make bench`: each variant trains for up to 30 min on a CPU).
+SWEEP ?= benchmarks/sweeps/nyala.yaml
+bench-sweep: $(STAMP)
+	nice -n 10 $(PY) benchmarks/sweep_quality.py --variants '$(SWEEP)' --data '$(DATA)' --group '$(GROUP)'
 
 clean-working:
 	rm -rf working/* submissions/*

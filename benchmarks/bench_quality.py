@@ -94,8 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--protocols", default="closed,open")
     p.add_argument("--per-sighting", action="store_true",
                    help="also score each query sighting's photos pooled (extra table rows)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads; on shared cores more threads spin-wait and run slower")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's, one per core); on cores shared with "
+                        "other jobs, 1 avoids spin-waiting and can run faster")
     p.add_argument("--flank-classes", action="store_true",
                    help="train each (individual, flank) as its own class (needs --side-regex)")
     p.add_argument("--no-progress", action="store_true")
@@ -487,7 +488,8 @@ def main(argv: list[str] | None = None) -> dict:
     progress = not args.no_progress
     out = Path(args.out)
     torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     timer = Timer()
     wanted = [p for p in args.protocols.split(",") if p]
     with timer("import"):
