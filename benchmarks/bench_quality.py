@@ -19,12 +19,15 @@ Every method sees the animal box from `wildid.saliency` (class activation map of
 shipped ImageNet classifier) and compares only same-flank photos when the file names say
 the flank (`--side-regex`, nyala: `_leftphoto` / `_rightphoto`). The open-set
 `new_individual` threshold of each method is tuned leave-one-sighting-out on
-`--calibration` gallery pseudo-queries. The open protocol's trained model does not train on
-those pseudo-queries' sightings (they stay in the gallery, embedded), so its threshold and
-fusion weight are tuned on similarities it was not fitted to. The closed protocol trains on
-its whole gallery (no threshold; top-1 is the headline) and takes its fusion weight from
-the open run: chosen there on held-out calibration rows that are not closed queries. Run
-alone (`--protocols closed`), it chooses the weight on its own trained-on, inflated rows.
+`--calibration` gallery pseudo-queries, weighted so that new ones carry the share of new
+queries the protocol's design implies (`--new-share`; the pseudo-queries alone hold far
+fewer new ones, and an unweighted threshold calls too few queries new). The open
+protocol's trained model does not train on those pseudo-queries' sightings (they stay in
+the gallery, embedded), so its threshold and fusion weight are tuned on similarities it
+was not fitted to. The closed protocol trains on its whole gallery (no threshold; top-1 is
+the headline) and takes its fusion weight from the open run: chosen there on held-out
+calibration rows that are not closed queries. Run alone (`--protocols closed`), it chooses
+the weight on its own trained-on, inflated rows.
 
 Writes working/bench/quality/results.md and results.json; the last line printed is JSON.
 """
@@ -63,6 +66,7 @@ from wildid.protocols import (
     calibration,
     calibration_images,
     closed_scores,
+    expected_new_share,
     import_protocols,
     open_scores,
     rank,
@@ -97,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's, one per core); on cores shared with "
                         "other jobs, 1 avoids spin-waiting and can run faster")
+    p.add_argument("--new-share", type=float, default=expected_new_share(),
+                   help="share of new_individual the open-set threshold is tuned for (default: "
+                        "the protocol's design, %(default).2f); a negative value: unweighted")
     p.add_argument("--flank-classes", action="store_true",
                    help="train each (individual, flank) as its own class (needs --side-regex)")
     p.add_argument("--no-progress", action="store_true")
@@ -412,7 +419,7 @@ def evaluate_protocol(protocol: Protocol, cal: Calibration,
         scores["trained+sift"] = (fuse(tq, fq, weight), fuse(tc, fc, weight))
     results: dict[str, dict[str, float]] = {}
     for name, (sq, sc) in scores.items():
-        results[name] = _score(protocol, rank(sq, ids), sc, ids, cal)
+        results[name] = _score(protocol, rank(sq, ids), sc, ids, cal, args.new_share)
     if args.per_sighting and _one_individual_per_group(protocol):
         cal_groups = g["group"].to_numpy()[cal.rows]
         for name, (sq, sc) in scores.items():
@@ -420,15 +427,16 @@ def evaluate_protocol(protocol: Protocol, cal: Calibration,
             pc, _ = pool_by_sighting(np.where(cal.mask, sc, -np.inf), ids, cal_groups)
             pooled_cal = Calibration(cal.rows, cal.truths, np.ones_like(pc, dtype=bool))
             results[f"{name} [sighting]"] = _score(protocol, rank(pq, individuals), pc,
-                                                   individuals, pooled_cal)
+                                                   individuals, pooled_cal, args.new_share)
     return results, extra
 
 
 def _score(protocol: Protocol, ranking, cal_scores: np.ndarray, ids: np.ndarray,
-           cal: Calibration) -> dict[str, float]:
+           cal: Calibration, new_share: float | None) -> dict[str, float]:
     if protocol.name == "closed":
         return closed_scores(ranking, protocol.truths)
-    return open_scores(ranking, protocol.truths, tune(cal_scores, ids, cal))
+    return open_scores(ranking, protocol.truths, tune(cal_scores, ids, cal,
+                                                      new_share=new_share))
 
 
 def _one_individual_per_group(protocol: Protocol) -> bool:
@@ -485,6 +493,8 @@ def markdown(results: dict, seconds: dict[str, float], command: str, info: dict)
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.new_share is not None and args.new_share < 0:
+        args.new_share = None
     progress = not args.no_progress
     out = Path(args.out)
     torch.manual_seed(args.seed)

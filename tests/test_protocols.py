@@ -103,3 +103,37 @@ def test_tune_finds_a_threshold_separating_new_from_known() -> None:
     scores[4, 0] = 0.3
     threshold = tune(scores, gallery["individual_id"].to_numpy(), cal)
     assert 0.3 < threshold <= 0.9
+
+
+def test_expected_new_share_follows_the_protocol_design() -> None:
+    from wildid.protocols import expected_new_share
+
+    assert expected_new_share(0.2, 0.2) == pytest.approx(0.2 / 0.36)
+    assert expected_new_share(0.0, 0.2) == 0.0
+    assert expected_new_share(1.0, 0.2) == 1.0
+
+
+def test_share_weights_give_new_queries_the_asked_share() -> None:
+    from wildid.protocols import share_weights
+
+    truths = ["a", "b", "c", "new_individual"]
+    weights = share_weights(truths, 0.5)
+    assert weights[3] / weights.sum() == pytest.approx(0.5)
+    assert weights[:3] == pytest.approx([weights[0]] * 3)
+    assert share_weights(["a", "b"], 0.5) == pytest.approx([1.0, 1.0])  # no new: unweighted
+
+
+def test_weighted_tuning_calls_more_queries_new() -> None:
+    """Two known queries with strong matches and one new query matching weakly, plus one
+    known query matching as weakly as the new one: unweighted, the threshold keeps the weak
+    known query (2 of 3 known); with new queries weighted to 0.9, it calls both weak new."""
+    from wildid.protocols import Calibration, tune
+
+    gallery_ids = np.array(["a", "b", "c", "d"])
+    scores = np.array([[0.9, 0.1, 0.1, 0.1], [0.1, 0.9, 0.1, 0.1], [0.1, 0.1, 0.5, 0.1],
+                       [0.1, 0.1, 0.1, 0.5]], dtype=np.float32)
+    truths = ["a", "b", "c", "new_individual"]
+    cal = Calibration(np.arange(4), truths, np.ones_like(scores, dtype=bool))
+    low = tune(scores, gallery_ids, cal)
+    high = tune(scores, gallery_ids, cal, new_share=0.9)
+    assert low <= 0.5 < high  # new_individual goes first when the best score is below

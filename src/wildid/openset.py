@@ -128,9 +128,11 @@ def truth_codes(ranking: Ranking, truths: Sequence[str]) -> np.ndarray:
 
 
 def map5_curve(
-    ranking: Ranking, truths: Sequence[str], thresholds: Sequence[float | None], k: int = K
+    ranking: Ranking, truths: Sequence[str], thresholds: Sequence[float | None], k: int = K,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """MAP@k for each threshold (None: closed set), identical to scoring `predict`'s output.
+    """MAP@k for each threshold (None: closed set), identical to scoring `predict`'s output
+    (with `weights`, each query's precision counts that much in the mean).
 
     A known truth at candidate position j lands at rank j, or j + 1 when "new" is inserted
     before it; a `new_individual` truth lands at the insertion rank.
@@ -146,19 +148,23 @@ def map5_curve(
     for threshold in thresholds:
         cut = insertion_rank(scores, threshold, k)
         rank = np.where(is_new, cut, position + (cut <= position))
-        out.append(float(np.where(rank < k, 1.0 / (rank + 1), 0.0).mean()))
+        out.append(float(np.average(np.where(rank < k, 1.0 / (rank + 1), 0.0),
+                                    weights=weights)))
     return np.array(out)
 
 
 def tune_threshold(
-    ranking: Ranking, truths: Sequence[str], grid: Sequence[float]
+    ranking: Ranking, truths: Sequence[str], grid: Sequence[float],
+    weights: np.ndarray | None = None,
 ) -> tuple[float, list[tuple[float, float]]]:
-    """The threshold with the best MAP@5 on validation, and the whole curve.
+    """The threshold with the best (optionally query-weighted) MAP@5 on validation, and
+    the whole curve.
 
     Ties go to the lower threshold, which predicts `new_individual` less often.
     """
     grid = sorted(float(t) for t in grid)
-    curve = list(zip(grid, map5_curve(ranking, truths, grid).tolist(), strict=True))
+    curve = list(zip(grid, map5_curve(ranking, truths, grid, weights=weights).tolist(),
+                     strict=True))
     best = max(curve, key=lambda item: (item[1], -item[0]))
     return best[0], curve
 
