@@ -23,7 +23,8 @@ def _invoke(*args: object):  # noqa: ANN202
 def test_help_lists_every_command() -> None:
     result = _invoke("--help")
     assert result.exit_code == 0
-    for command in ("synth", "import", "run", "validate", "score", "prepare", "crop", "train"):
+    for command in ("synth", "import", "boxes", "run", "validate", "score", "prepare", "crop",
+                    "train"):
         assert command in result.output
 
 
@@ -128,3 +129,20 @@ def test_import_a_catalogue(tmp_path: Path) -> None:
 def test_import_of_a_missing_folder_exits_2(tmp_path: Path) -> None:
     result = _invoke("import", tmp_path / "none", tmp_path / "out")
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_boxes_writes_one_box_per_photo_and_keeps_existing_ones(tiny_copy: Path) -> None:
+    truth = (tiny_copy / "boxes.csv").read_bytes()
+    result = _invoke("boxes", tiny_copy)
+    assert result.exit_code == 2 and "--force" in result.output
+    assert (tiny_copy / "boxes.csv").read_bytes() == truth  # ground truth left alone
+
+    result = _invoke("boxes", tiny_copy, "--force")
+    assert result.exit_code == 0, result.output
+    boxes = pd.read_csv(tiny_copy / "boxes.csv", dtype={"image": str})
+    photos = pd.concat([pd.read_csv(tiny_copy / "train.csv", dtype={"image": str}),
+                        pd.read_csv(tiny_copy / "sample_submission.csv", dtype={"image": str})])
+    assert sorted(boxes["image"]) == sorted(photos["image"])
+    assert (boxes["kind"] == "fullbody").all()
+    assert ((boxes["x2"] > boxes["x1"]) & (boxes["y2"] > boxes["y1"])).all()
+    assert (boxes[["x1", "y1"]] >= 0).all().all()

@@ -3,6 +3,7 @@
 These forms are a contract that scripts outside the project rely on; extend, don't break:
     wildid synth OUT [--seed N] [--individuals N] [--size PX]
     wildid import SRC OUT [--group REGEX] [--new-fraction F] [--seed N]
+    wildid boxes DIR [--force]                 (animal boxes.csv from ImageNet class maps)
     wildid run CONFIG [key=value ...]          (data=DIR chooses the competition folder)
     wildid validate SUBMISSION --data DIR      (exit 0 when valid)
     wildid score SUBMISSION SOLUTION           (last line: MAP@5 <value>)
@@ -82,6 +83,35 @@ def import_(
         _fail(err)
     typer.echo(f"{summary.root}: {summary.individuals} individuals ({summary.new_individuals} "
                f"held out as new), {summary.train_images} train, {summary.test_images} test")
+
+
+@app.command()
+def boxes(
+    data: Path,
+    force: Annotated[bool, typer.Option(help="replace an existing boxes.csv")] = False,
+) -> None:
+    """Write DATA/boxes.csv: one animal box per photo from the shipped ImageNet classifier's
+    activation map, for catalogues that come without boxes (`crop.source: boxes` then crops
+    the animal instead of using the whole photo; what `make bench-quality` does on nyala)."""
+    from wildid.data.competition import DataError, load_competition
+    from wildid.io import write_csv
+    from wildid.saliency import cam_boxes
+
+    target = data / "boxes.csv"
+    if target.exists() and not force:
+        _fail(DataError(f"{target} exists (it may hold hand-made or ground-truth boxes); "
+                        "pass --force to replace it."))
+    try:
+        competition = load_competition(data)
+    except DataError as err:
+        _fail(err)
+    tables = [(split, t["image"].tolist()) for split, t in
+              (("train", competition.train), ("test", competition.test))]
+    images = [image for _, names in tables for image in names]
+    paths = [competition.image_path(split, image) for split, names in tables for image in names]
+    table = cam_boxes(images, paths)
+    write_csv(table.drop(columns="area"), target)
+    typer.echo(f"{target}: {len(table)} boxes")
 
 
 @app.command()
