@@ -29,7 +29,8 @@ the headline) and takes its fusion weight from the open run: chosen there on hel
 calibration rows that are not closed queries. Run alone (`--protocols closed`), it chooses
 the weight on its own trained-on, inflated rows.
 
-Writes working/bench/quality/results.md and results.json; the last line printed is JSON.
+Writes working/bench/quality/results.md, results.json and matches_<protocol>.png (sampled
+queries with the trained model's top matches); the last line printed is JSON.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from wildid.embed import embed_paths
 from wildid.io import atomic_path, write_csv, write_text
 from wildid.local import LocalConfig, extract_paths, match_pairs
 from wildid.models.net import EmbeddingNet
+from wildid.plots import match_gallery
 from wildid.protocols import (
     Calibration,
     Protocol,
@@ -466,6 +468,24 @@ def pool_by_sighting(scores: np.ndarray, ids: np.ndarray, groups: np.ndarray
 # --- report -----------------------------------------------------------------------------------
 
 
+def write_matches(protocol: Protocol, features: dict[str, np.ndarray], files: dict[str, str],
+                  out: Path, seed: int, n: int = 12, k: int = 5) -> Path:
+    """OUT/matches_<protocol>.png: `n` seeded queries, each with its top-k gallery photos
+    by the trained model's cosine (same flank), green when the individual is right."""
+    g, q = protocol.gallery, protocol.queries
+    scores = np.where(side_mask(q["side"], g["side"]),
+                      cosine(features, q["image"], g["image"]), -np.inf)
+    picked = np.sort(np.random.default_rng(seed).permutation(len(q))[:n])
+    gallery_ids, query_ids = g["individual_id"].to_numpy(), q["individual_id"].to_numpy()
+    rows = []
+    for r in picked:
+        top = np.argsort(-scores[r], kind="stable")[:k]
+        top = top[np.isfinite(scores[r, top])]
+        rows.append((files[q["image"].iloc[r]],
+                     [(files[g["image"].iloc[c]], gallery_ids[c] == query_ids[r]) for c in top]))
+    return match_gallery(rows, out / f"matches_{protocol.name}.png")
+
+
 def markdown(results: dict, seconds: dict[str, float], command: str, info: dict) -> str:
     lines = [f"Command: `{command}`", "",
              f"Data: {info['data']}: {info['photos']} photos, {info['individuals']} individuals;"
@@ -544,6 +564,8 @@ def main(argv: list[str] | None = None) -> dict:
             if name == "open" and "closed" in protocols else set()
         results[name], extra[name] = evaluate_protocol(protocol, cal, global_by_protocol[name],
                                                        pairs, args, timer, given, closed_queries)
+        print(f"{write_matches(protocol, trained, files, out, args.seed)}: trained model's "
+              "top matches (green: right individual)", flush=True)
         for method, figures in results[name].items():
             print(f"{name:6s} {method:40s} " + "  ".join(
                 f"{k} {v:.3f}" for k, v in figures.items() if isinstance(v, float)), flush=True)

@@ -37,3 +37,24 @@ def test_sample_grid_rows_per_individual_with_boxes(tiny_comp: Path) -> None:
         assert all(ax.patches for ax in shown)  # boxes.csv drawn on every shown photo
     finally:
         plt.close(fig)
+
+
+def test_match_gallery_frames_matches_by_correctness(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from wildid.plots import MATCH, MISMATCH, match_gallery
+
+    files = []
+    for k in range(3):
+        file = tmp_path / f"{k}.png"
+        cv2.imwrite(str(file), np.full((30, 50, 3), 40 * k, dtype=np.uint8))
+        files.append(str(file))
+    rows = [(files[0], [(files[1], True), (files[2], False)]), (files[1], [(files[0], False)])]
+    out = match_gallery(rows, tmp_path / "out" / "matches.png", tile=40, frame=4)
+    grid = cv2.imread(str(out))
+    assert grid.shape == (80, 120, 3)  # 2 rows x (query + 2 matches), 40-px tiles
+    assert tuple(grid[1, 41]) == MATCH and tuple(grid[1, 81]) == MISMATCH
+    assert tuple(grid[41, 41]) == MISMATCH and (grid[41:, 81:] == 255).all()  # padded row
+    with pytest.raises(OSError, match="missing.png"):
+        match_gallery([(str(tmp_path / "missing.png"), [])], tmp_path / "x.png")

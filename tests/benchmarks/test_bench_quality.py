@@ -51,6 +51,8 @@ def test_bench_quality_runs_end_to_end(catalogue: Path, tmp_path: Path,
     table = (out / "results.md").read_text()
     assert "| trained+sift |" in table and "Command:" in table
     assert (out / "data" / "closed" / "boxes.csv").is_file()
+    for protocol in ("closed", "open"):
+        assert (out / f"matches_{protocol}.png").stat().st_size > 0
     _check_training_splits(out, 8)
 
 
