@@ -20,7 +20,9 @@ off (nyala, before the fix: trained BAUS 0.17 against 0.87 untrained). So a trai
 of the open protocol must not train on the calibration sightings (`calibration_images`:
 every photo of each pseudo-query's (individual, sighting), near duplicates included); they
 stay gallery entries, embedded like the rest. The cost is that training data, about
-`n` sightings.
+`n` sightings. Pseudo-queries are new far less often than the open protocol's queries (a
+fifth against about half on nyala), so `tune` can weight them to the share of new queries
+the protocol's design implies (`expected_new_share`), which is known without any query.
 """
 
 from __future__ import annotations
