@@ -7,10 +7,11 @@ The variants file is a list of {name, overrides: [key=value, ...], flank_classes
 Every variant trains `bench_quality`'s trained pipeline on the same closed-set gallery
 (same import, seed and boxes) and scores top-1 and MAP@5 on the same queries, flanks
 compared only with flanks, so rows differ by their settings alone. Each finished variant
-is appended to OUT/sweep.jsonl at once and skipped by a re-run; `--max-minutes` stops
-starting new ones, so a sweep fits a time-boxed (GPU) lease. `cost` is training
-epochs x photos x pixels in units of one CPU-budget run of the default config, to keep
-GPU-found settings honest about what a 2-core CPU can afford.
+is written to OUT/sweep.jsonl at once and skipped by a re-run (unless its settings
+changed); `--max-minutes` stops starting new ones, so a sweep fits a time-boxed (GPU)
+lease. `cost` is training epochs x pixels relative to the config's own
+(configs/nyala.yaml: 1.0 = about 23 minutes on 2 CPU cores), to keep GPU-found settings
+honest about what a 2-core CPU can afford.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_quality as bq  # noqa: E402
 
 from wildid.config import load_config  # noqa: E402
+from wildid.io import write_text  # noqa: E402
 from wildid.protocols import closed_scores, import_protocols, rank, side_mask  # noqa: E402
 
 
@@ -82,6 +84,14 @@ def run_variant(variant: dict, protocol: bq.Protocol, args: argparse.Namespace) 
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
 
 
+def _finished(variant: dict, done: dict[str, dict]) -> bool:
+    """Whether sweep.jsonl holds this variant with these very settings (an edited variant
+    under an old name runs again)."""
+    row = done.get(variant["name"])
+    return row is not None and row["overrides"] == [str(o) for o in variant.get(
+        "overrides", [])] and row["flank_classes"] == bool(variant.get("flank_classes", False))
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     out = Path(args.out)
@@ -99,7 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bq.write_boxes(protocol, bq.animal_boxes(photos, out, args.crop, not args.no_progress))
     start = time.perf_counter()
     for variant in variants:
-        if variant["name"] in done:
+        if _finished(variant, done):
             continue
         if args.max_minutes and time.perf_counter() - start > 60 * args.max_minutes:
             print(f"time box reached: {variant['name']} and later variants not run", flush=True)
@@ -110,10 +120,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"variant {variant['name']} failed: {error!r}", flush=True)
             continue
         done[row["name"]] = row
-        with log.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        write_text(log, "".join(json.dumps(r) + "\n" for r in done.values()))  # atomic
         print(json.dumps(row), flush=True)
-    rows = [done[v["name"]] for v in variants if v["name"] in done]
+    rows = [done[v["name"]] for v in variants if _finished(v, done)]
     for r in rows:
         print(f"{r['name']:28s} top1 {r['top1']:.3f}  map5 {r['map5']:.3f}  cost {r['cost']:.2f}"
               f"  train {r['train_s']:.0f} s")

@@ -67,3 +67,12 @@ def test_flank_classes_split_each_individual_by_flank() -> None:
     assert out["individual_id"].tolist() == ["7_left", "7_right", "7", "8_left"]
     assert out["val_truth"].tolist() == ["7_left", "7_right", "7", "new_individual"]
     assert split["individual_id"].tolist() == ["7", "7", "7", "8"]  # input left alone
+
+
+def test_an_edited_variant_runs_again() -> None:
+    done = {"a": {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": False}}
+    assert sweep_quality._finished({"name": "a", "overrides": ["train.epochs=1"]}, done)
+    assert not sweep_quality._finished({"name": "a", "overrides": ["train.epochs=2"]}, done)
+    assert not sweep_quality._finished(
+        {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": True}, done)
+    assert not sweep_quality._finished({"name": "b"}, done)
