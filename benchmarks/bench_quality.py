@@ -281,6 +281,13 @@ def cosine(features: dict[str, np.ndarray], rows: pd.Series, gallery: pd.Series)
     return (a @ b.T).astype(np.float32)
 
 
+def query_scores(features: dict[str, np.ndarray], protocol: Protocol) -> np.ndarray:
+    """(queries x gallery) cosine of one method's features, -inf across flanks."""
+    g, q = protocol.gallery, protocol.queries
+    return np.where(side_mask(q["side"], g["side"]),
+                    cosine(features, q["image"], g["image"]), -np.inf)
+
+
 def shortlist(scores: np.ndarray, n: int) -> list[np.ndarray]:
     """Top-n allowed (finite) gallery columns of each row."""
     rows = []
@@ -473,8 +480,7 @@ def write_matches(protocol: Protocol, features: dict[str, np.ndarray], files: di
     """OUT/matches_<protocol>.png: `n` seeded queries, each with its top-k gallery photos
     by the trained model's cosine (same flank), green when the individual is right."""
     g, q = protocol.gallery, protocol.queries
-    scores = np.where(side_mask(q["side"], g["side"]),
-                      cosine(features, q["image"], g["image"]), -np.inf)
+    scores = query_scores(features, protocol)
     picked = np.sort(np.random.default_rng(seed).permutation(len(q))[:n])
     gallery_ids, query_ids = g["individual_id"].to_numpy(), q["individual_id"].to_numpy()
     rows = []

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -31,7 +30,7 @@ import bench_quality as bq  # noqa: E402
 
 from wildid.config import load_config  # noqa: E402
 from wildid.io import write_text  # noqa: E402
-from wildid.protocols import closed_scores, import_protocols, rank, side_mask  # noqa: E402
+from wildid.protocols import closed_scores, import_protocols, rank  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,10 +70,9 @@ def run_variant(variant: dict, protocol: bq.Protocol, args: argparse.Namespace) 
     start = time.perf_counter()
     features = bq.trained_features(protocol, bench_args, Path(args.out), timer,
                                    not args.no_progress)
-    g, q = protocol.gallery, protocol.queries
-    scores = np.where(side_mask(q["side"], g["side"]),
-                      bq.cosine(features, q["image"], g["image"]), -np.inf)
-    figures = closed_scores(rank(scores, g["individual_id"].to_numpy()), protocol.truths)
+    g = protocol.gallery
+    figures = closed_scores(rank(bq.query_scores(features, protocol),
+                                 g["individual_id"].to_numpy()), protocol.truths)
     return {"name": variant["name"], "overrides": overrides,
             "flank_classes": bench_args.flank_classes,
             "top1": round(figures["top1"], 4), "map5": round(figures["map5"], 4),
