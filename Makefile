@@ -26,11 +26,12 @@ demo: $(STAMP) $(MINI)/train.csv
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
+	$(VENV)/bin/ruff format --check .
 
 bench: bench-train bench-retrieval bench-detect bench-quality
 

@@ -17,8 +17,8 @@ import time
 
 import wildid  # noqa: F401  (offline switches before third-party imports)
 from wildid.config import load_config
+from wildid.crop.detector import crop, detect_boxes, train
 from wildid.data.competition import load_competition
-from wildid.detect import crop, detect_boxes, train
 
 
 def main(argv: list[str]) -> dict:
@@ -35,8 +35,11 @@ def main(argv: list[str]) -> dict:
     done = time.perf_counter()
     missing = (~detections["detected"].astype(bool)).groupby(detections["kind"]).sum()
     return {
-        "config": path, "data": config.data, "model": config.detect.model,
-        "imgsz": config.detect.imgsz, "epochs": config.detect.epochs,
+        "config": path,
+        "data": config.data,
+        "model": config.detect.model,
+        "imgsz": config.detect.imgsz,
+        "epochs": config.detect.epochs,
         **{k: detector.metrics.get(k) for k in ("map50_fullbody", "map50_backfin", "map50")},
         "train_seconds": detector.metrics.get("train_seconds"),
         "wall_train_seconds": round(trained - start, 1),

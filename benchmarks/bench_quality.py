@@ -15,7 +15,7 @@ scores side by side on the same splits:
 * trained+sift: trained cosine + w * log(1 + inliers) over the trained model's top-N,
   w chosen on the gallery (leave one sighting out), never on the queries.
 
-Every method sees the animal box from `wildid.saliency` (class activation map of the
+Every method sees the animal box from `wildid.crop.saliency` (class activation map of the
 shipped ImageNet classifier) and compares only same-flank photos when the file names say
 the flank (`--side-regex`, nyala: `_leftphoto` / `_rightphoto`). The open-set
 `new_individual` threshold of each method is tuned leave-one-sighting-out on
@@ -53,16 +53,13 @@ import wildid  # noqa: F401  (offline switches)
 from wildid import pipeline
 from wildid.cache import fingerprint
 from wildid.config import Config, ModelConfig, load_config
-from wildid.crop import crop_image, expand_box
+from wildid.crop.boxes import crop_image, expand_box
+from wildid.crop.saliency import CamConfig, cam_boxes
 from wildid.data.competition import NEW_INDIVIDUAL, Competition
 from wildid.data.dataset import read_rgb
 from wildid.data.transforms import eval_transform
-from wildid.embed import embed_paths
-from wildid.io import atomic_path, write_csv, write_text
-from wildid.local import LocalConfig, extract_paths, match_pairs
-from wildid.models.net import EmbeddingNet
-from wildid.plots import match_gallery
-from wildid.protocols import (
+from wildid.evaluation.plots import match_gallery
+from wildid.evaluation.protocols import (
     Calibration,
     Protocol,
     calibration,
@@ -75,7 +72,11 @@ from wildid.protocols import (
     side_mask,
     tune,
 )
-from wildid.saliency import CamConfig, cam_boxes
+from wildid.infer.embed import embed_paths
+from wildid.io import atomic_path, write_csv, write_text
+from wildid.layout import RunLayout
+from wildid.matching.local import LocalConfig, extract_paths, match_pairs
+from wildid.models.net import EmbeddingNet
 from wildid.train.engine import load_trained, resolve_device
 
 BASELINES = ("mobilenetv2_100", "efficientnet_lite0")
@@ -86,8 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="../shared/datasets/nyala")
     p.add_argument("--group", default=r"^(\d+)_", help="sighting regex; '' = photo per group")
-    p.add_argument("--side-regex", default=r"_(left|right)",
-                   help="flank in the file name; '' = compare every pair")
+    p.add_argument(
+        "--side-regex",
+        default=r"_(left|right)",
+        help="flank in the file name; '' = compare every pair",
+    )
     p.add_argument("--out", default="working/bench/quality")
     p.add_argument("--config", default="configs/nyala.yaml")
     p.add_argument("--seed", type=int, default=0)
@@ -95,19 +99,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shortlist", type=int, default=40, help="gallery photos matched by SIFT")
     p.add_argument("--calibration", type=int, default=150, help="gallery pseudo-queries")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--embed-size", type=int, default=None,
-                   help="untrained baselines' input size (default: the config's)")
+    p.add_argument(
+        "--embed-size",
+        type=int,
+        default=None,
+        help="untrained baselines' input size (default: the config's)",
+    )
     p.add_argument("--protocols", default="closed,open")
-    p.add_argument("--per-sighting", action="store_true",
-                   help="also score each query sighting's photos pooled (extra table rows)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's, one per core); on cores shared with "
-                        "other jobs, 1 avoids spin-waiting and can run faster")
-    p.add_argument("--new-share", type=float, default=expected_new_share(),
-                   help="share of new_individual the open-set threshold is tuned for (default: "
-                        "the protocol's design, %(default).2f); a negative value: unweighted")
-    p.add_argument("--flank-classes", action="store_true",
-                   help="train each (individual, flank) as its own class (needs --side-regex)")
+    p.add_argument(
+        "--per-sighting",
+        action="store_true",
+        help="also score each query sighting's photos pooled (extra table rows)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's, one per core); on cores shared with "
+        "other jobs, 1 avoids spin-waiting and can run faster",
+    )
+    p.add_argument(
+        "--new-share",
+        type=float,
+        default=expected_new_share(),
+        help="share of new_individual the open-set threshold is tuned for (default: "
+        "the protocol's design, %(default).2f); a negative value: unweighted",
+    )
+    p.add_argument(
+        "--flank-classes",
+        action="store_true",
+        help="train each (individual, flank) as its own class (needs --side-regex)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides for the trained pipeline")
     return p.parse_args(argv)
@@ -142,13 +164,22 @@ def animal_boxes(photos: pd.DataFrame, out: Path, crop: str, progress: bool) -> 
         if set(boxes["image"]) >= set(photos["image"]):
             return boxes.set_index("image", drop=False)
     if crop == "cam":
-        boxes = cam_boxes(photos["image"].tolist(), photos["path"].tolist(), config=CamConfig(),
-                          progress=progress)
+        boxes = cam_boxes(
+            photos["image"].tolist(), photos["path"].tolist(), config=CamConfig(), progress=progress
+        )
     else:
         sizes = [read_rgb(p).shape[:2] for p in photos["path"]]
-        boxes = pd.DataFrame({"image": photos["image"].to_numpy(), "kind": "fullbody", "x1": 0,
-                              "y1": 0, "x2": [w for _, w in sizes], "y2": [h for h, _ in sizes],
-                              "area": 1.0})
+        boxes = pd.DataFrame(
+            {
+                "image": photos["image"].to_numpy(),
+                "kind": "fullbody",
+                "x1": 0,
+                "y1": 0,
+                "x2": [w for _, w in sizes],
+                "y2": [h for h, _ in sizes],
+                "area": 1.0,
+            }
+        )
     write_csv(boxes, cache)
     return boxes.set_index("image", drop=False)
 
@@ -163,8 +194,9 @@ def box_of(boxes: pd.DataFrame, image: str) -> tuple[int, int, int, int]:
     return tuple(int(v) for v in boxes.loc[image, ["x1", "y1", "x2", "y2"]])
 
 
-def crop_files(photos: pd.DataFrame, boxes: pd.DataFrame, out: Path, size: int = 384
-               ) -> dict[str, str]:
+def crop_files(
+    photos: pd.DataFrame, boxes: pd.DataFrame, out: Path, size: int = 384
+) -> dict[str, str]:
     """Cropped copies for the untrained baselines (the trained pipeline makes its own)."""
     import cv2
 
@@ -185,14 +217,21 @@ def crop_files(photos: pd.DataFrame, boxes: pd.DataFrame, out: Path, size: int =
 # --- methods ----------------------------------------------------------------------------------
 
 
-def untrained_features(backbone: str, files: dict[str, str], size: int, workers: int,
-                       progress: bool) -> dict[str, np.ndarray]:
+def untrained_features(
+    backbone: str, files: dict[str, str], size: int, workers: int, progress: bool
+) -> dict[str, np.ndarray]:
     net = EmbeddingNet(ModelConfig(backbone=backbone)).eval()
     images = list(files)
-    vectors = embed_paths(net.pooled, [files[i] for i in images],
-                          eval_transform(size, net.mean_std), batch_size=32, flip_tta=False,
-                          num_workers=min(workers, 1), desc=f"embed {backbone}",
-                          progress=progress)
+    vectors = embed_paths(
+        net.pooled,
+        [files[i] for i in images],
+        eval_transform(size, net.mean_std),
+        batch_size=32,
+        flip_tta=False,
+        num_workers=min(workers, 1),
+        desc=f"embed {backbone}",
+        progress=progress,
+    )
     return dict(zip(images, vectors, strict=True))
 
 
@@ -212,39 +251,55 @@ def training_exclusion(protocol: Protocol, cal: Calibration) -> list[str]:
     return [] if trains_on_calibration(protocol) else calibration_images(protocol.gallery, cal)
 
 
-def pipeline_config(protocol: Protocol, args: argparse.Namespace, out: Path,
-                    exclude: Sequence[str] = ()) -> Config:
+def pipeline_config(
+    protocol: Protocol, args: argparse.Namespace, out: Path, exclude: Sequence[str] = ()
+) -> Config:
     """The trained pipeline's config, its run folder named by what the model depends on."""
-    config = load_config(args.config, [f"data={protocol.root}", f"working={out / 'pipeline'}",
-                                       "baseline=false", *args.overrides])
+    config = load_config(
+        args.config,
+        [f"data={protocol.root}", f"working={out / 'pipeline'}", "baseline=false", *args.overrides],
+    )
     # The run folder is named by what the model depends on, so a re-run with other settings,
     # boxes or left-out photos trains afresh instead of resuming a checkpoint made for
     # something else. No exclusion adds nothing, so such runs keep their existing folders.
-    parts = [config.section_dict("crop", "model", "loss", "train"), args.crop, args.seed,
-             args.flank_classes, *([sorted(exclude)] if exclude else [])]
+    parts = [
+        config.section_dict("crop", "model", "loss", "train"),
+        args.crop,
+        args.seed,
+        args.flank_classes,
+        *([sorted(exclude)] if exclude else []),
+    ]
     config.name = f"quality-{protocol.name}-{fingerprint(*parts)[:8]}"
     return config
 
 
-def training_split(config: Config, protocol: Protocol, exclude: Sequence[str],
-                   flank: bool) -> tuple[Competition, pd.DataFrame]:
+def training_split(
+    config: Config, protocol: Protocol, exclude: Sequence[str], flank: bool
+) -> tuple[Competition, pd.DataFrame]:
     """`pipeline.prepare`'s split without the `exclude` photos (they are still embedded,
     as `competition.train` keeps them); split.csv is rewritten to what is trained on."""
     competition, split = pipeline.prepare(config)
     if exclude:
         if pipeline.fold_ids(config) != [0]:
-            raise ValueError(f"train.folds={config.train.folds}: leaving calibration photos "
-                             "out of training is only done for one fold; set train.folds=1.")
+            raise ValueError(
+                f"train.folds={config.train.folds}: leaving calibration photos "
+                "out of training is only done for one fold; set train.folds=1."
+            )
         split = split[~split["image"].isin(set(exclude))].reset_index(drop=True)
     if flank:
         split = flank_classes(split, protocol.gallery)
-    write_csv(split, config.run_dir / "split.csv")
+    write_csv(split, RunLayout.of(config).split)
     return competition, split
 
 
-def trained_features(protocol: Protocol, args: argparse.Namespace, out: Path,
-                     timer: Timer, progress: bool, exclude: Sequence[str] = ()
-                     ) -> dict[str, np.ndarray]:
+def trained_features(
+    protocol: Protocol,
+    args: argparse.Namespace,
+    out: Path,
+    timer: Timer,
+    progress: bool,
+    exclude: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
     """Train the package's pipeline on this protocol's gallery less `exclude`; embed
     gallery (all of it) and queries."""
     config = pipeline_config(protocol, args, out, exclude)
@@ -255,8 +310,10 @@ def trained_features(protocol: Protocol, args: argparse.Namespace, out: Path,
     with timer(f"embed trained {protocol.name}"):
         model = load_trained(config, best, resolve_device(config.train.device))
         embeddings = pipeline.embed(config, competition, crops, model, progress=progress)
-    return {**dict(zip(competition.train["image"], embeddings.train, strict=True)),
-            **dict(zip(competition.test["image"], embeddings.test, strict=True))}
+    return {
+        **dict(zip(competition.train["image"], embeddings.train, strict=True)),
+        **dict(zip(competition.test["image"], embeddings.test, strict=True)),
+    }
 
 
 def flank_classes(split: pd.DataFrame, gallery: pd.DataFrame) -> pd.DataFrame:
@@ -268,7 +325,8 @@ def flank_classes(split: pd.DataFrame, gallery: pd.DataFrame) -> pd.DataFrame:
     side = split["image"].map(sides)
     flank = side.notna()
     split["individual_id"] = split["individual_id"].where(
-        ~flank, split["individual_id"] + "_" + side.astype(str))
+        ~flank, split["individual_id"] + "_" + side.astype(str)
+    )
     if "val_truth" in split:
         known = flank & (split["val_truth"] != NEW_INDIVIDUAL)
         split["val_truth"] = split["val_truth"].where(~known, split["val_truth"] + "_" + side)
@@ -284,8 +342,9 @@ def cosine(features: dict[str, np.ndarray], rows: pd.Series, gallery: pd.Series)
 def query_scores(features: dict[str, np.ndarray], protocol: Protocol) -> np.ndarray:
     """(queries x gallery) cosine of one method's features, -inf across flanks."""
     g, q = protocol.gallery, protocol.queries
-    return np.where(side_mask(q["side"], g["side"]),
-                    cosine(features, q["image"], g["image"]), -np.inf)
+    return np.where(
+        side_mask(q["side"], g["side"]), cosine(features, q["image"], g["image"]), -np.inf
+    )
 
 
 def shortlist(scores: np.ndarray, n: int) -> list[np.ndarray]:
@@ -301,37 +360,63 @@ class PairCache:
     """Inlier counts by (query image, gallery image): the SIFT and fusion shortlists
     overlap, and matching is the slow part."""
 
-    def __init__(self, sift: dict, config: LocalConfig, workers: int, progress: bool,
-                 file: Path | None = None) -> None:
+    def __init__(
+        self,
+        sift: dict,
+        config: LocalConfig,
+        workers: int,
+        progress: bool,
+        file: Path | None = None,
+    ) -> None:
         self.sift, self.config, self.workers, self.progress = sift, config, workers, progress
         self.counts: dict[tuple[str, str], int] = {}
         self.file = file
         if file is not None and file.is_file():
             table = pd.read_csv(file, dtype={"query": str, "gallery": str})
-            self.counts = dict(zip(zip(table["query"], table["gallery"], strict=True),
-                                   table["inliers"].astype(int), strict=True))
+            self.counts = dict(
+                zip(
+                    zip(table["query"], table["gallery"], strict=True),
+                    table["inliers"].astype(int),
+                    strict=True,
+                )
+            )
 
     def save(self) -> None:
         """Keep the counts on disk (keyed by the matcher settings in the file name): a re-run
         with other fusion or protocol settings then skips the slow matching."""
         if self.file is not None:
             keys = list(self.counts)
-            write_csv(pd.DataFrame({"query": [k[0] for k in keys],
-                                    "gallery": [k[1] for k in keys],
-                                    "inliers": list(self.counts.values())}), self.file)
+            write_csv(
+                pd.DataFrame(
+                    {
+                        "query": [k[0] for k in keys],
+                        "gallery": [k[1] for k in keys],
+                        "inliers": list(self.counts.values()),
+                    }
+                ),
+                self.file,
+            )
 
-    def matrix(self, rows: pd.Series, gallery: pd.Series, candidates: list[np.ndarray]
-               ) -> np.ndarray:
+    def matrix(
+        self, rows: pd.Series, gallery: pd.Series, candidates: list[np.ndarray]
+    ) -> np.ndarray:
         """(rows x gallery) inlier counts, -1 where not matched."""
         rows, gallery = rows.to_numpy(), gallery.to_numpy()
-        todo = [(r, [g for g in cand if (rows[r], gallery[g]) not in self.counts])
-                for r, cand in enumerate(candidates)]
+        todo = [
+            (r, [g for g in cand if (rows[r], gallery[g]) not in self.counts])
+            for r, cand in enumerate(candidates)
+        ]
         todo = [(r, c) for r, c in todo if c]
         if todo:
             queries = [self.sift[rows[r]] for r, _ in todo]
-            results = match_pairs(queries, [self.sift[g] for g in gallery],
-                                  [c for _, c in todo], self.config, self.workers,
-                                  self.progress)
+            results = match_pairs(
+                queries,
+                [self.sift[g] for g in gallery],
+                [c for _, c in todo],
+                self.config,
+                self.workers,
+                self.progress,
+            )
             for (r, cand), counts in zip(todo, results, strict=True):
                 for g, n in zip(cand, counts, strict=True):
                     self.counts[(rows[r], gallery[g])] = int(n)
@@ -347,8 +432,13 @@ def fuse(cos: np.ndarray, counts: np.ndarray, weight: float) -> np.ndarray:
     return cos + weight * np.log1p(np.maximum(counts, 0))
 
 
-def choose_weight(cal_cos: np.ndarray, cal_counts: np.ndarray, ids: np.ndarray,
-                  cal: Calibration, keep: np.ndarray | None = None) -> float:
+def choose_weight(
+    cal_cos: np.ndarray,
+    cal_counts: np.ndarray,
+    ids: np.ndarray,
+    cal: Calibration,
+    keep: np.ndarray | None = None,
+) -> float:
     """The fusion weight with the best leave-one-sighting-out MAP@5 on known gallery rows
     (those of them in `keep`, a mask over the calibration rows); 0 (no fusion) if none."""
     known = np.array([t != NEW_INDIVIDUAL for t in cal.truths], dtype=bool)
@@ -367,10 +457,16 @@ def choose_weight(cal_cos: np.ndarray, cal_counts: np.ndarray, ids: np.ndarray,
 # --- one protocol -----------------------------------------------------------------------------
 
 
-def fusion_weights(cal_cos: np.ndarray, cal_counts: np.ndarray, ids: np.ndarray,
-                   cal: Calibration, cal_images: pd.Series, protocol: Protocol,
-                   given: float | None, closed_queries: Collection[str]
-                   ) -> dict[str, float | str]:
+def fusion_weights(
+    cal_cos: np.ndarray,
+    cal_counts: np.ndarray,
+    ids: np.ndarray,
+    cal: Calibration,
+    cal_images: pd.Series,
+    protocol: Protocol,
+    given: float | None,
+    closed_queries: Collection[str],
+) -> dict[str, float | str]:
     """The trained+sift weight to use ("fusion_weight") and where it comes from.
 
     A weight chosen on rows the model trained on is chosen on inflated cosines, so the
@@ -383,22 +479,30 @@ def fusion_weights(cal_cos: np.ndarray, cal_counts: np.ndarray, ids: np.ndarray,
     inflated = trains_on_calibration(protocol)
     out: dict[str, float | str] = {
         "fusion_weight": own,
-        "fusion_weight_source": "trained-on calibration (inflated)" if inflated
-        else "held-out calibration"}
+        "fusion_weight_source": "trained-on calibration (inflated)"
+        if inflated
+        else "held-out calibration",
+    }
     if given is not None:
-        out.update(fusion_weight=given, fusion_weight_source="open run",
-                   fusion_weight_own_calibration=own)
+        out.update(
+            fusion_weight=given, fusion_weight_source="open run", fusion_weight_own_calibration=own
+        )
     if closed_queries:
         keep = ~cal_images.isin(set(closed_queries)).to_numpy()
         out["fusion_weight_for_closed"] = choose_weight(cal_cos, cal_counts, ids, cal, keep)
     return out
 
 
-def evaluate_protocol(protocol: Protocol, cal: Calibration,
-                      global_features: dict[str, dict[str, np.ndarray]], pairs: PairCache,
-                      args: argparse.Namespace, timer: Timer, given_weight: float | None = None,
-                      closed_queries: Collection[str] = ()
-                      ) -> tuple[dict[str, dict[str, float]], dict[str, float | str]]:
+def evaluate_protocol(
+    protocol: Protocol,
+    cal: Calibration,
+    global_features: dict[str, dict[str, np.ndarray]],
+    pairs: PairCache,
+    args: argparse.Namespace,
+    timer: Timer,
+    given_weight: float | None = None,
+    closed_queries: Collection[str] = (),
+) -> tuple[dict[str, dict[str, float]], dict[str, float | str]]:
     """Every method's figures on one protocol. `cal` tunes the open threshold and must be
     the one the open model was kept off in training; fusion arguments: `fusion_weights`."""
     g, q = protocol.gallery, protocol.queries
@@ -407,23 +511,31 @@ def evaluate_protocol(protocol: Protocol, cal: Calibration,
     allowed_c = side_mask(g["side"].iloc[cal.rows], g["side"]) & cal.mask
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, features in global_features.items():
-        scores[name] = (np.where(allowed_q, cosine(features, q["image"], g["image"]), -np.inf),
-                        np.where(allowed_c, cosine(features, g["image"].iloc[cal.rows],
-                                                   g["image"]), -np.inf))
+        scores[name] = (
+            np.where(allowed_q, cosine(features, q["image"], g["image"]), -np.inf),
+            np.where(allowed_c, cosine(features, g["image"].iloc[cal.rows], g["image"]), -np.inf),
+        )
     extra: dict[str, float | str] = {}
     base = f"imagenet_{BASELINES[0]}"
     with timer(f"sift match {protocol.name}"):
-        counts = [pairs.matrix(rows, g["image"], shortlist(s, args.shortlist))
-                  for rows, s in ((q["image"], scores[base][0]),
-                                  (g["image"].iloc[cal.rows], scores[base][1]))]
+        counts = [
+            pairs.matrix(rows, g["image"], shortlist(s, args.shortlist))
+            for rows, s in (
+                (q["image"], scores[base][0]),
+                (g["image"].iloc[cal.rows], scores[base][1]),
+            )
+        ]
     scores["sift"] = tuple(np.where(c >= 0, c, -np.inf) for c in counts)
     if "trained" in scores:
         with timer(f"fusion match {protocol.name}"):
             tq, tc = scores["trained"]
             fq = pairs.matrix(q["image"], g["image"], shortlist(tq, args.shortlist))
             fc = pairs.matrix(g["image"].iloc[cal.rows], g["image"], shortlist(tc, args.shortlist))
-        extra.update(fusion_weights(tc, fc, ids, cal, g["image"].iloc[cal.rows], protocol,
-                                    given_weight, closed_queries))
+        extra.update(
+            fusion_weights(
+                tc, fc, ids, cal, g["image"].iloc[cal.rows], protocol, given_weight, closed_queries
+            )
+        )
         weight = float(extra["fusion_weight"])
         scores["trained+sift"] = (fuse(tq, fq, weight), fuse(tc, fc, weight))
     results: dict[str, dict[str, float]] = {}
@@ -435,17 +547,23 @@ def evaluate_protocol(protocol: Protocol, cal: Calibration,
             pq, individuals = pool_by_sighting(sq, ids, q["group"].to_numpy())
             pc, _ = pool_by_sighting(np.where(cal.mask, sc, -np.inf), ids, cal_groups)
             pooled_cal = Calibration(cal.rows, cal.truths, np.ones_like(pc, dtype=bool))
-            results[f"{name} [sighting]"] = _score(protocol, rank(pq, individuals), pc,
-                                                   individuals, pooled_cal, args.new_share)
+            results[f"{name} [sighting]"] = _score(
+                protocol, rank(pq, individuals), pc, individuals, pooled_cal, args.new_share
+            )
     return results, extra
 
 
-def _score(protocol: Protocol, ranking, cal_scores: np.ndarray, ids: np.ndarray,
-           cal: Calibration, new_share: float | None) -> dict[str, float]:
+def _score(
+    protocol: Protocol,
+    ranking,
+    cal_scores: np.ndarray,
+    ids: np.ndarray,
+    cal: Calibration,
+    new_share: float | None,
+) -> dict[str, float]:
     if protocol.name == "closed":
         return closed_scores(ranking, protocol.truths)
-    return open_scores(ranking, protocol.truths, tune(cal_scores, ids, cal,
-                                                      new_share=new_share))
+    return open_scores(ranking, protocol.truths, tune(cal_scores, ids, cal, new_share=new_share))
 
 
 def _one_individual_per_group(protocol: Protocol) -> bool:
@@ -453,8 +571,9 @@ def _one_individual_per_group(protocol: Protocol) -> bool:
     return bool((table.groupby("group")["individual_id"].nunique() == 1).all())
 
 
-def pool_by_sighting(scores: np.ndarray, ids: np.ndarray, groups: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def pool_by_sighting(
+    scores: np.ndarray, ids: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(rows x individuals) scores where each photo takes the mean, over the photos of its
     sighting, of each individual's best score: one encounter's left and right photos vote
     together. Only meaningful when a sighting holds one animal (checked by the caller)."""
@@ -475,8 +594,15 @@ def pool_by_sighting(scores: np.ndarray, ids: np.ndarray, groups: np.ndarray
 # --- report -----------------------------------------------------------------------------------
 
 
-def write_matches(protocol: Protocol, features: dict[str, np.ndarray], files: dict[str, str],
-                  out: Path, seed: int, n: int = 12, k: int = 5) -> Path:
+def write_matches(
+    protocol: Protocol,
+    features: dict[str, np.ndarray],
+    files: dict[str, str],
+    out: Path,
+    seed: int,
+    n: int = 12,
+    k: int = 5,
+) -> Path:
     """OUT/matches_<protocol>.png: `n` seeded queries, each with its top-k gallery photos
     by the trained model's cosine (same flank), green when the individual is right."""
     g, q = protocol.gallery, protocol.queries
@@ -487,32 +613,54 @@ def write_matches(protocol: Protocol, features: dict[str, np.ndarray], files: di
     for r in picked:
         top = np.argsort(-scores[r], kind="stable")[:k]
         top = top[np.isfinite(scores[r, top])]
-        rows.append((files[q["image"].iloc[r]],
-                     [(files[g["image"].iloc[c]], gallery_ids[c] == query_ids[r]) for c in top]))
+        rows.append(
+            (
+                files[q["image"].iloc[r]],
+                [(files[g["image"].iloc[c]], gallery_ids[c] == query_ids[r]) for c in top],
+            )
+        )
     return match_gallery(rows, out / f"matches_{protocol.name}.png")
 
 
 def markdown(results: dict, seconds: dict[str, float], command: str, info: dict) -> str:
-    lines = [f"Command: `{command}`", "",
-             f"Data: {info['data']}: {info['photos']} photos, {info['individuals']} individuals;"
-             f" crop: {info['crop']}; SIFT shortlist: top {info['shortlist']} gallery photos.",
-             ""]
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"Data: {info['data']}: {info['photos']} photos, {info['individuals']} individuals;"
+        f" crop: {info['crop']}; SIFT shortlist: top {info['shortlist']} gallery photos.",
+        "",
+    ]
     if "closed" in results:
         c = results["closed"]
-        lines += [f"Closed set ({info['closed_queries']} queries, {info['closed_gallery']} "
-                  "gallery photos):", "", "| method | top-1 | MAP@5 |", "|---|---|---|"]
+        lines += [
+            f"Closed set ({info['closed_queries']} queries, {info['closed_gallery']} "
+            "gallery photos):",
+            "",
+            "| method | top-1 | MAP@5 |",
+            "|---|---|---|",
+        ]
         lines += [f"| {m} | {v['top1']:.3f} | {v['map5']:.3f} |" for m, v in c.items()]
         lines.append("")
     if "open" in results:
         o = results["open"]
-        lines += [f"Open set ({info['open_queries']} queries, {info['open_new']} of them "
-                  f"new individuals; {info['open_gallery']} gallery photos):", "",
-                  "| method | MAP@5 | BAKS | BAUS | sqrt(BAKS*BAUS) |", "|---|---|---|---|---|"]
-        lines += [f"| {m} | {v['map5']:.3f} | {v['baks']:.3f} | {v['baus']:.3f} | "
-                  f"{v['gmean']:.3f} |" for m, v in o.items()]
+        lines += [
+            f"Open set ({info['open_queries']} queries, {info['open_new']} of them "
+            f"new individuals; {info['open_gallery']} gallery photos):",
+            "",
+            "| method | MAP@5 | BAKS | BAUS | sqrt(BAKS*BAUS) |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {m} | {v['map5']:.3f} | {v['baks']:.3f} | {v['baus']:.3f} | {v['gmean']:.3f} |"
+            for m, v in o.items()
+        ]
         lines.append("")
-    lines += ["Time per step (s, CPU shared with other jobs, so noisy):", "",
-              "| step | seconds |", "|---|---|"]
+    lines += [
+        "Time per step (s, CPU shared with other jobs, so noisy):",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.0f} |" for k, v in seconds.items()]
     return "\n".join(lines) + "\n"
 
@@ -529,8 +677,9 @@ def main(argv: list[str] | None = None) -> dict:
     timer = Timer()
     wanted = [p for p in args.protocols.split(",") if p]
     with timer("import"):
-        protocols = import_protocols(args.data, out / "data", args.group, args.seed,
-                                     args.side_regex or None)
+        protocols = import_protocols(
+            args.data, out / "data", args.group, args.seed, args.side_regex or None
+        )
         protocols = {k: v for k, v in protocols.items() if k in wanted}
     photos = all_photos(protocols)
     with timer(f"boxes ({args.crop})"):
@@ -544,16 +693,28 @@ def main(argv: list[str] | None = None) -> dict:
     shared: dict[str, dict[str, np.ndarray]] = {}
     for backbone in BASELINES:
         with timer(f"imagenet {backbone}"):
-            shared[f"imagenet_{backbone}"] = untrained_features(backbone, files, size,
-                                                                args.workers, progress)
+            shared[f"imagenet_{backbone}"] = untrained_features(
+                backbone, files, size, args.workers, progress
+            )
     with timer("sift extract"):
         local = LocalConfig()
         paths = photos["path"].tolist()
-        feats = extract_paths(paths, [box_of(boxes, i) for i in photos["image"]], local,
-                              out / "cache" / "sift", args.workers, progress)
+        feats = extract_paths(
+            paths,
+            [box_of(boxes, i) for i in photos["image"]],
+            local,
+            out / "cache" / "sift",
+            args.workers,
+            progress,
+        )
         sift = dict(zip(photos["image"], feats, strict=True))
-    pairs = PairCache(sift, local, args.workers, progress,
-                      out / "cache" / f"pairs_{args.crop}_{fingerprint(asdict(local))}.csv")
+    pairs = PairCache(
+        sift,
+        local,
+        args.workers,
+        progress,
+        out / "cache" / f"pairs_{args.crop}_{fingerprint(asdict(local))}.csv",
+    )
     results: dict[str, dict] = {}
     extra: dict[str, dict] = {}
     # Open first: the closed protocol takes its fusion weight from the open run's held-out
@@ -561,39 +722,64 @@ def main(argv: list[str] | None = None) -> dict:
     for name in sorted(protocols, key=lambda n: n != "open"):
         protocol = protocols[name]
         cal = calibration(protocol.gallery, args.calibration, args.seed)
-        trained = trained_features(protocol, args, out, timer, progress,
-                                   training_exclusion(protocol, cal))
+        trained = trained_features(
+            protocol, args, out, timer, progress, training_exclusion(protocol, cal)
+        )
         global_by_protocol[name] = {**shared, "trained": trained}
-        given = extra.get("open", {}).get("fusion_weight_for_closed") if name == "closed" \
-            else None
-        closed_queries = set(protocols["closed"].queries["image"]) \
-            if name == "open" and "closed" in protocols else set()
-        results[name], extra[name] = evaluate_protocol(protocol, cal, global_by_protocol[name],
-                                                       pairs, args, timer, given, closed_queries)
-        print(f"{write_matches(protocol, trained, files, out, args.seed)}: trained model's "
-              "top matches (green: right individual)", flush=True)
+        given = extra.get("open", {}).get("fusion_weight_for_closed") if name == "closed" else None
+        closed_queries = (
+            set(protocols["closed"].queries["image"])
+            if name == "open" and "closed" in protocols
+            else set()
+        )
+        results[name], extra[name] = evaluate_protocol(
+            protocol, cal, global_by_protocol[name], pairs, args, timer, given, closed_queries
+        )
+        print(
+            f"{write_matches(protocol, trained, files, out, args.seed)}: trained model's "
+            "top matches (green: right individual)",
+            flush=True,
+        )
         for method, figures in results[name].items():
-            print(f"{name:6s} {method:40s} " + "  ".join(
-                f"{k} {v:.3f}" for k, v in figures.items() if isinstance(v, float)), flush=True)
-    command = "python benchmarks/bench_quality.py " + shlex.join(argv if argv is not None
-                                                                  else sys.argv[1:])
-    info = {"data": args.data, "photos": len(photos),
-            "individuals": photos["individual_id"].nunique(), "crop": args.crop,
-            "shortlist": args.shortlist}
+            print(
+                f"{name:6s} {method:40s} "
+                + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if isinstance(v, float)),
+                flush=True,
+            )
+    command = "python benchmarks/bench_quality.py " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    info = {
+        "data": args.data,
+        "photos": len(photos),
+        "individuals": photos["individual_id"].nunique(),
+        "crop": args.crop,
+        "shortlist": args.shortlist,
+    }
     for name, p in protocols.items():
         info[f"{name}_queries"], info[f"{name}_gallery"] = len(p.queries), len(p.gallery)
         info[f"{name}_new"] = int((p.queries["truth"] == "new_individual").sum())
     seconds = {k: round(v, 1) for k, v in timer.seconds.items()}
     write_text(out / "results.md", markdown(results, seconds, command, info))
     figures = {
-        "closed": {m: {"top1": round(v["top1"], 4), "map5": round(v["map5"], 4)}
-                   for m, v in results.get("closed", {}).items()},
-        "open": {m: {"map5": round(v["map5"], 4), "baks": round(v["baks"], 4),
-                     "baus": round(v["baus"], 4), "gmean": round(v["gmean"], 4)}
-                 for m, v in results.get("open", {}).items()},
+        "closed": {
+            m: {"top1": round(v["top1"], 4), "map5": round(v["map5"], 4)}
+            for m, v in results.get("closed", {}).items()
+        },
+        "open": {
+            m: {
+                "map5": round(v["map5"], 4),
+                "baks": round(v["baks"], 4),
+                "baus": round(v["baus"], 4),
+                "gmean": round(v["gmean"], 4),
+            }
+            for m, v in results.get("open", {}).items()
+        },
     }
-    write_text(out / "results.json", json.dumps({**figures, "seconds": seconds, "info": info,
-                                                 "extra": extra}, indent=2))
+    write_text(
+        out / "results.json",
+        json.dumps({**figures, "seconds": seconds, "info": info, "extra": extra}, indent=2),
+    )
     print(json.dumps(figures))
     return figures
 

@@ -7,7 +7,7 @@ gallery. Each image is its individual's centre plus noise, so the predictions ar
 meaningful and the run checks itself (MAP@5) besides timing itself.
 
 Each method runs in a fresh subprocess so its peak RSS (getrusage ru_maxrss) is its own:
-  ours     wildid.retrieval (faiss exact inner product, float16 memory maps, query chunks)
+  ours     wildid.infer.retrieval (faiss exact inner product, float16 memory maps, query chunks)
            + vectorised grouping + threshold tuned on a tenth of the queries + insertion
            + writing submission.csv; `seconds` is all of it, data generation excluded.
   bf16     the same with retrieval.index=bf16 (bfloat16 products + exact rescoring), with
@@ -50,8 +50,9 @@ def heavy_tailed_counts(individuals: int, images: int, rng: np.random.Generator)
 
 def _write_rows(path: Path, centres: np.ndarray, owners: np.ndarray, rng, chunk=4096) -> None:
     """Unit rows centre[owner] + noise, written as float16 in chunks (bounded memory)."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
-                                    shape=(len(owners), centres.shape[1]))
+    out = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.float16, shape=(len(owners), centres.shape[1])
+    )
     for start in range(0, len(owners), chunk):
         block = centres[owners[start : start + chunk]].astype(np.float32)
         block += NOISE * rng.standard_normal(block.shape, dtype=np.float32)
@@ -70,15 +71,24 @@ def generate(folder: Path, scale: float, dim: int, seed: int = 0) -> dict:
     centres = rng.standard_normal((n_known + n_new, dim), dtype=np.float32).astype(np.float16)
     gallery_owner = np.repeat(np.arange(n_known), counts)
     is_new = rng.random(n_queries) < NEW_FRACTION
-    query_owner = np.where(is_new, rng.integers(n_known, n_known + n_new, n_queries),
-                           gallery_owner[rng.integers(0, n_gallery, n_queries)])
+    query_owner = np.where(
+        is_new,
+        rng.integers(n_known, n_known + n_new, n_queries),
+        gallery_owner[rng.integers(0, n_gallery, n_queries)],
+    )
     _write_rows(folder / "gallery.npy", centres, gallery_owner, rng)
     _write_rows(folder / "queries.npy", centres, query_owner, rng)
     names = np.array([f"ind{i:05d}" for i in range(n_known + n_new)])
     np.save(folder / "gallery_labels.npy", names[gallery_owner])
     np.save(folder / "query_truth.npy", np.where(is_new, "new_individual", names[query_owner]))
-    return {"gallery": n_gallery, "queries": n_queries, "individuals": n_known, "dim": dim,
-            "singletons": int((counts == 1).sum()), "max_images": int(counts.max())}
+    return {
+        "gallery": n_gallery,
+        "queries": n_queries,
+        "individuals": n_known,
+        "dim": dim,
+        "singletons": int((counts == 1).sum()),
+        "max_images": int(counts.max()),
+    }
 
 
 def peak_rss_gib() -> float:
@@ -92,15 +102,15 @@ def worker_ours(folder: Path, k: int, threads: int, kind: str = "flat") -> dict:
     import faiss
     import torch
 
-    from wildid.openset import predict, tune_threshold
-    from wildid.retrieval import (
+    from wildid.evaluation.submission import write_submission
+    from wildid.infer.openset import predict, tune_threshold
+    from wildid.infer.retrieval import (
         best_per_individual,
         build_index,
         recall_at_k,
         search_bf16,
         search_index,
     )
-    from wildid.submission import write_submission
 
     faiss.omp_set_num_threads(threads)
     torch.set_num_threads(threads)
@@ -124,8 +134,10 @@ def worker_ours(folder: Path, k: int, threads: int, kind: str = "flat") -> dict:
         sims, idx = search_bf16(gallery, queries, k)
         times["search"] = time.perf_counter() - t
         exact = np.load(folder / "exact_idx.npy")
-        extra = {"recall_at_k": recall_at_k(exact, idx),
-                 "top1_agreement": float((exact[:, 0] == idx[:, 0]).mean())}
+        extra = {
+            "recall_at_k": recall_at_k(exact, idx),
+            "top1_agreement": float((exact[:, 0] == idx[:, 0]).mean()),
+        }
     t = time.perf_counter()
     ranking = best_per_individual(sims, idx, labels)
     times["aggregate"] = time.perf_counter() - t
@@ -141,11 +153,17 @@ def worker_ours(folder: Path, k: int, threads: int, kind: str = "flat") -> dict:
     write_submission(dict(zip(images, predictions, strict=True)), folder / "submission.csv")
     times["write"] = time.perf_counter() - t
     total = time.perf_counter() - start
-    hits = [1 / (p.index(t_) + 1) if t_ in p else 0.0 for p, t_ in zip(predictions, truth,
-                                                                        strict=True)]
-    return {"seconds": total, "peak_rss_gib": peak_rss_gib(),
-            **{f"{name}_seconds": v for name, v in times.items()},
-            "threshold": float(threshold), "map5": float(np.mean(hits)), **extra}
+    hits = [
+        1 / (p.index(t_) + 1) if t_ in p else 0.0 for p, t_ in zip(predictions, truth, strict=True)
+    ]
+    return {
+        "seconds": total,
+        "peak_rss_gib": peak_rss_gib(),
+        **{f"{name}_seconds": v for name, v in times.items()},
+        "threshold": float(threshold),
+        "map5": float(np.mean(hits)),
+        **extra,
+    }
 
 
 def worker_sklearn(folder: Path, k: int, threads: int, n_queries: int) -> dict:
@@ -164,14 +182,19 @@ def worker_sklearn(folder: Path, k: int, threads: int, n_queries: int) -> dict:
     exact = np.load(folder / "exact_idx.npy")
     m = min(len(exact), len(idx))
     agree = float((idx[:m, 0] == exact[:m, 0]).mean())
-    return {"fit_seconds": fit, "search_seconds": search, "queries": n_queries,
-            "peak_rss_gib": peak_rss_gib(), "top1_agrees_with_ours": agree}
+    return {
+        "fit_seconds": fit,
+        "search_seconds": search,
+        "queries": n_queries,
+        "peak_rss_gib": peak_rss_gib(),
+        "top1_agrees_with_ours": agree,
+    }
 
 
 def worker_approx(folder: Path, k: int, threads: int, kind: str, n_queries: int) -> dict:
     import faiss
 
-    from wildid.retrieval import build_index, recall_at_k, search_index
+    from wildid.infer.retrieval import build_index, recall_at_k, search_index
 
     faiss.omp_set_num_threads(threads)
     gallery = np.load(folder / "gallery.npy", mmap_mode="r")
@@ -183,19 +206,30 @@ def worker_approx(folder: Path, k: int, threads: int, kind: str, n_queries: int)
     t = time.perf_counter()
     _, idx = search_index(index, queries[: len(exact)], k)
     search = time.perf_counter() - t
-    return {"kind": kind, "build_seconds": build, "search_seconds": search,
-            "queries": len(exact), "recall_at_k": recall_at_k(exact, idx),
-            "recall_at_1": recall_at_k(exact[:, :1], idx[:, :1]),
-            "peak_rss_gib": peak_rss_gib()}
+    return {
+        "kind": kind,
+        "build_seconds": build,
+        "search_seconds": search,
+        "queries": len(exact),
+        "recall_at_k": recall_at_k(exact, idx),
+        "recall_at_1": recall_at_k(exact[:, :1], idx[:, :1]),
+        "peak_rss_gib": peak_rss_gib(),
+    }
 
 
 def _spawn(args: list[str], threads: int, subset: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "OPENBLAS_NUM_THREADS": str(threads), "BENCH_SUBSET": str(subset)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "BENCH_SUBSET": str(subset),
+    }
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, *args], env=env, capture_output=True, text=True, check=False
+    )
     if out.returncode != 0:
         raise RuntimeError(f"worker {args[:2]} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -211,8 +245,9 @@ def main() -> None:
     parser.add_argument("--approx", choices=["ivf", "hnsw", "none"], default="ivf")
     parser.add_argument("--approx-queries", type=int, default=2000)
     parser.add_argument("--bf16", choices=["yes", "no"], default="yes")
-    parser.add_argument("--worker", choices=["ours", "bf16", "sklearn", "approx"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=["ours", "bf16", "sklearn", "approx"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker in ("ours", "bf16"):
@@ -223,8 +258,11 @@ def main() -> None:
         print(json.dumps(worker_sklearn(args.folder, args.k, args.threads, args.sklearn_queries)))
         return
     if args.worker == "approx":
-        print(json.dumps(worker_approx(args.folder, args.k, args.threads, args.approx,
-                                       args.approx_queries)))
+        print(
+            json.dumps(
+                worker_approx(args.folder, args.k, args.threads, args.approx, args.approx_queries)
+            )
+        )
         return
     with tempfile.TemporaryDirectory(prefix="bench_retrieval_") as tmp:
         folder = Path(tmp)
@@ -240,49 +278,74 @@ def main() -> None:
             bf16 = _spawn(["--worker", "bf16", *common], args.threads, subset)
             print(f"bf16: {bf16}", flush=True)
         n_sk = min(args.sklearn_queries, shape["queries"])
-        sk = _spawn(["--worker", "sklearn", *common, "--sklearn-queries", str(n_sk)],
-                    args.threads, subset)
+        sk = _spawn(
+            ["--worker", "sklearn", *common, "--sklearn-queries", str(n_sk)], args.threads, subset
+        )
         sk_full = sk["search_seconds"] * shape["queries"] / n_sk + sk["fit_seconds"]
         print(f"sklearn: {sk}; extrapolated to all queries: {sk_full:.1f} s", flush=True)
         approx = None
         if args.approx != "none":
-            approx = _spawn(["--worker", "approx", *common, "--approx", args.approx,
-                             "--approx-queries", str(min(args.approx_queries,
-                                                         shape["queries"]))],
-                            args.threads, subset)
+            approx = _spawn(
+                [
+                    "--worker",
+                    "approx",
+                    *common,
+                    "--approx",
+                    args.approx,
+                    "--approx-queries",
+                    str(min(args.approx_queries, shape["queries"])),
+                ],
+                args.threads,
+                subset,
+            )
             print(f"approx: {approx}", flush=True)
     ours_search = ours["index_seconds"] + ours["search_seconds"]
     result = {
-        "benchmark": "retrieval", "scale": args.scale, **shape, "k": args.k,
+        "benchmark": "retrieval",
+        "scale": args.scale,
+        **shape,
+        "k": args.k,
         "threads": args.threads,
-        "seconds": round(ours["seconds"], 2), "peak_rss_gib": round(ours["peak_rss_gib"], 3),
-        "stages_seconds": {n.removesuffix("_seconds"): round(v, 2) for n, v in ours.items()
-                           if n.endswith("_seconds")},
-        "map5": round(ours["map5"], 4), "threshold": ours["threshold"],
-        "sklearn_queries": n_sk, "sklearn_seconds_extrapolated": round(sk_full, 1),
+        "seconds": round(ours["seconds"], 2),
+        "peak_rss_gib": round(ours["peak_rss_gib"], 3),
+        "stages_seconds": {
+            n.removesuffix("_seconds"): round(v, 2)
+            for n, v in ours.items()
+            if n.endswith("_seconds")
+        },
+        "map5": round(ours["map5"], 4),
+        "threshold": ours["threshold"],
+        "sklearn_queries": n_sk,
+        "sklearn_seconds_extrapolated": round(sk_full, 1),
         "sklearn_peak_rss_gib": round(sk["peak_rss_gib"], 3),
         "sklearn_top1_agreement": sk["top1_agrees_with_ours"],
         # like for like: the nearest-neighbour search (index + search) of each
         "sklearn_over_ours": round(sk_full / ours_search, 2),
-        "sklearn_over_ours_total": round((sk_full + ours["seconds"] - ours_search)
-                                         / ours["seconds"], 2),
+        "sklearn_over_ours_total": round(
+            (sk_full + ours["seconds"] - ours_search) / ours["seconds"], 2
+        ),
         "targets": {"seconds": 120, "peak_rss_gib": 4},
     }
     if bf16 is not None:
-        result["bf16"] = {"seconds": round(bf16["seconds"], 2),
-                          "search_seconds": round(bf16["search_seconds"], 2),
-                          "peak_rss_gib": round(bf16["peak_rss_gib"], 3),
-                          "recall_at_k": round(bf16["recall_at_k"], 5),
-                          "top1_agreement": round(bf16["top1_agreement"], 5),
-                          "map5": round(bf16["map5"], 4)}
+        result["bf16"] = {
+            "seconds": round(bf16["seconds"], 2),
+            "search_seconds": round(bf16["search_seconds"], 2),
+            "peak_rss_gib": round(bf16["peak_rss_gib"], 3),
+            "recall_at_k": round(bf16["recall_at_k"], 5),
+            "top1_agreement": round(bf16["top1_agreement"], 5),
+            "map5": round(bf16["map5"], 4),
+        }
     if approx is not None:
         per_query = approx["search_seconds"] / approx["queries"]
         result["approx"] = {
-            "kind": approx["kind"], "recall_at_k": round(approx["recall_at_k"], 4),
-            "recall_at_1": round(approx["recall_at_1"], 4), "queries": approx["queries"],
+            "kind": approx["kind"],
+            "recall_at_k": round(approx["recall_at_k"], 4),
+            "recall_at_1": round(approx["recall_at_1"], 4),
+            "queries": approx["queries"],
             "build_seconds": round(approx["build_seconds"], 1),
             "search_seconds_extrapolated": round(per_query * shape["queries"], 1),
-            "peak_rss_gib": round(approx["peak_rss_gib"], 3)}
+            "peak_rss_gib": round(approx["peak_rss_gib"], 3),
+        }
     print(json.dumps(result))
 
 

@@ -27,7 +27,7 @@ import torch
 import wildid  # noqa: F401  (offline switches)
 from wildid import pipeline
 from wildid.config import load_config
-from wildid.data.synth import SynthSpec, synthesize
+from wildid.synth.render import SynthSpec, synthesize
 from wildid.train.engine import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,9 +68,10 @@ def main() -> None:
         print(f"{args.data}: no competition there; making the synthetic one", file=sys.stderr)
         args.data = workdir / "mini"
         synthesize(args.data, SynthSpec(seed=0), progress=False)
-    config = load_config(ROOT / "configs" / "mini.yaml",
-                         [f"data={args.data}", f"working={workdir}", *DEFAULTS,
-                          *args.overrides])
+    config = load_config(
+        ROOT / "configs" / "mini.yaml",
+        [f"data={args.data}", f"working={workdir}", *DEFAULTS, *args.overrides],
+    )
     competition, split = pipeline.prepare(config)
     crops = pipeline.crop(config, competition, progress=False)
     data = pipeline.train_data(crops, split, config.crop.kinds[0])
@@ -91,27 +92,35 @@ def main() -> None:
         ours.epoch += 1
         ours.train_epoch(progress=False)
         ours_s.append(time.perf_counter() - start)
-        print(f"rep {rep}: ours {images / ours_s[-1]:.1f} img/s, "
-              f"bare {images / bare_s[-1]:.1f} img/s", file=sys.stderr)
+        print(
+            f"rep {rep}: ours {images / ours_s[-1]:.1f} img/s, "
+            f"bare {images / bare_s[-1]:.1f} img/s",
+            file=sys.stderr,
+        )
     ours_img_s = images / statistics.median(ours_s)
     bare_img_s = images / statistics.median(bare_s)
-    print(json.dumps({
-        "ratio": round(ours_img_s / bare_img_s, 3),
-        "ours_img_s": round(ours_img_s, 1),
-        "bare_img_s": round(bare_img_s, 1),
-        "ratio_per_rep": [round(b / o, 3) for o, b in zip(ours_s, bare_s, strict=True)],
-        "cache_s": round(cache_s, 1),
-        # an epoch that also decodes every crop (the first epoch of a run)
-        "ratio_with_cache": round(images / (statistics.median(ours_s) + cache_s)
-                                  / bare_img_s, 3),
-        "images_per_epoch": images,
-        "backbone": config.model.backbone,
-        "batch_size": tc.batch_size,
-        "image_size": tc.image_size,
-        "precision": tc.precision,
-        "num_workers": tc.num_workers,
-        "threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "ratio": round(ours_img_s / bare_img_s, 3),
+                "ours_img_s": round(ours_img_s, 1),
+                "bare_img_s": round(bare_img_s, 1),
+                "ratio_per_rep": [round(b / o, 3) for o, b in zip(ours_s, bare_s, strict=True)],
+                "cache_s": round(cache_s, 1),
+                # an epoch that also decodes every crop (the first epoch of a run)
+                "ratio_with_cache": round(
+                    images / (statistics.median(ours_s) + cache_s) / bare_img_s, 3
+                ),
+                "images_per_epoch": images,
+                "backbone": config.model.backbone,
+                "batch_size": tc.batch_size,
+                "image_size": tc.image_size,
+                "precision": ours.precision,
+                "num_workers": tc.num_workers,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

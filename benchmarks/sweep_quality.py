@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_quality as bq  # noqa: E402
 
 from wildid.config import load_config  # noqa: E402
+from wildid.evaluation.protocols import closed_scores, import_protocols, rank  # noqa: E402
 from wildid.io import write_text  # noqa: E402
-from wildid.protocols import closed_scores, import_protocols, rank  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,9 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--only", default="", help="comma-separated variant names to run")
-    p.add_argument("--set", nargs="*", default=[],
-                   help="overrides for every variant that change speed, not results "
-                        "(train.num_workers=12)")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        help="overrides for every variant that change speed, not results (train.num_workers=12)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -57,37 +60,49 @@ def cost(overrides: list[str], config_path: str) -> float:
     are the same gallery in every variant."""
     base = load_config(config_path).train
     mine = load_config(config_path, overrides).train
-    return (mine.epochs * mine.image_size ** 2) / (base.epochs * base.image_size ** 2)
+    return (mine.epochs * mine.image_size**2) / (base.epochs * base.image_size**2)
 
 
 def run_variant(variant: dict, protocol: bq.Protocol, args: argparse.Namespace) -> dict:
     overrides = [str(o) for o in variant.get("overrides", [])]
-    bench_args = argparse.Namespace(config=args.config, overrides=[*overrides, *args.set],
-                                    crop=args.crop,
-                                    seed=args.seed,
-                                    flank_classes=bool(variant.get("flank_classes", False)))
+    bench_args = argparse.Namespace(
+        config=args.config,
+        overrides=[*overrides, *args.set],
+        crop=args.crop,
+        seed=args.seed,
+        flank_classes=bool(variant.get("flank_classes", False)),
+    )
     timer = bq.Timer()
     start = time.perf_counter()
-    features = bq.trained_features(protocol, bench_args, Path(args.out), timer,
-                                   not args.no_progress)
+    features = bq.trained_features(
+        protocol, bench_args, Path(args.out), timer, not args.no_progress
+    )
     g = protocol.gallery
-    figures = closed_scores(rank(bq.query_scores(features, protocol),
-                                 g["individual_id"].to_numpy()), protocol.truths)
-    return {"name": variant["name"], "overrides": overrides,
-            "flank_classes": bench_args.flank_classes,
-            "top1": round(figures["top1"], 4), "map5": round(figures["map5"], 4),
-            "cost": round(cost(overrides, args.config), 2),
-            "train_s": round(sum(v for k, v in timer.seconds.items() if k.startswith("train")), 1),
-            "total_s": round(time.perf_counter() - start, 1),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    figures = closed_scores(
+        rank(bq.query_scores(features, protocol), g["individual_id"].to_numpy()), protocol.truths
+    )
+    return {
+        "name": variant["name"],
+        "overrides": overrides,
+        "flank_classes": bench_args.flank_classes,
+        "top1": round(figures["top1"], 4),
+        "map5": round(figures["map5"], 4),
+        "cost": round(cost(overrides, args.config), 2),
+        "train_s": round(sum(v for k, v in timer.seconds.items() if k.startswith("train")), 1),
+        "total_s": round(time.perf_counter() - start, 1),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
 
 
 def _finished(variant: dict, done: dict[str, dict]) -> bool:
     """Whether sweep.jsonl holds this variant with these very settings (an edited variant
     under an old name runs again)."""
     row = done.get(variant["name"])
-    return row is not None and row["overrides"] == [str(o) for o in variant.get(
-        "overrides", [])] and row["flank_classes"] == bool(variant.get("flank_classes", False))
+    return (
+        row is not None
+        and row["overrides"] == [str(o) for o in variant.get("overrides", [])]
+        and row["flank_classes"] == bool(variant.get("flank_classes", False))
+    )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -99,10 +114,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         wanted = set(args.only.split(","))
         variants = [v for v in variants if v["name"] in wanted]
     log = out / "sweep.jsonl"
-    done = {json.loads(line)["name"]: json.loads(line)
-            for line in log.read_text().splitlines() if line} if log.is_file() else {}
-    protocol = import_protocols(args.data, out / "data", args.group, args.seed,
-                                args.side_regex or None)["closed"]
+    done = (
+        {
+            json.loads(line)["name"]: json.loads(line)
+            for line in log.read_text().splitlines()
+            if line
+        }
+        if log.is_file()
+        else {}
+    )
+    protocol = import_protocols(
+        args.data, out / "data", args.group, args.seed, args.side_regex or None
+    )["closed"]
     photos = bq.all_photos({"closed": protocol})
     bq.write_boxes(protocol, bq.animal_boxes(photos, out, args.crop, not args.no_progress))
     start = time.perf_counter()
@@ -122,8 +145,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(row), flush=True)
     rows = [done[v["name"]] for v in variants if _finished(v, done)]
     for r in rows:
-        print(f"{r['name']:28s} top1 {r['top1']:.3f}  map5 {r['map5']:.3f}  cost {r['cost']:.2f}"
-              f"  train {r['train_s']:.0f} s")
+        print(
+            f"{r['name']:28s} top1 {r['top1']:.3f}  map5 {r['map5']:.3f}  cost {r['cost']:.2f}"
+            f"  train {r['train_s']:.0f} s"
+        )
     return rows
 
 

@@ -28,39 +28,25 @@
 #    `WILDID_OVERRIDES`).
 # 3. **Your own catalogue**, one folder per individual: set `WILDID_CATALOGUE` to it (and
 #    `WILDID_IMPORT`, e.g. `group='^(\d+)_'`, for sighting ids in file names) and it is
-#    imported with `wildid.data.folders.import_catalogue` (`wildid import` on the CLI).
+#    imported with `wildid.data.catalogue.import_catalogue` (`wildid import` on the CLI).
 # 4. Otherwise the **synthetic mini-competition** (`wildid synth`; `WILDID_SYNTH` sets its
 #    size, e.g. `individuals=20 size=96`).
 #
 # Nothing here downloads anything. Later notebooks (02 … 06) re-load the same config and
 # re-use what this one and the others cached, so run them in order.
 # %%
-# Import wildid from the repository's src/ (the folder at or above this one that holds it;
-# WILDID_ROOT wins), then work in the repository root (Kaggle: /kaggle/working).
+from wildid import pipeline
+from wildid.notebook import start
+
+ROOT, config = start()
+
+# %%
 import os
-import sys
 from pathlib import Path
 
-ROOT = Path(os.environ.get("WILDID_ROOT") or next(
-    (p for p in (Path.cwd(), *Path.cwd().parents) if (p / "src" / "wildid").is_dir()), Path.cwd()
-)).resolve()
-sys.path.insert(0, str(ROOT / "src"))
-from wildid.notebook import enter_workdir  # noqa: E402  (importable only from here on)
-
-WORKDIR = enter_workdir(ROOT)
-
-# %%
-from wildid import pipeline
-from wildid.notebook import notebook_config
-
-config = notebook_config(ROOT)
-print(f"config {config.name}: data {config.data}, outputs {config.run_dir}, "
-      f"submissions {config.submissions}")
-
-# %%
-from wildid.data.folders import import_catalogue
-from wildid.data.synth import synthesize
+from wildid.data.catalogue import import_catalogue
 from wildid.notebook import KAGGLE_COMPETITION, import_spec, on_kaggle, synth_spec
+from wildid.synth.render import synthesize
 
 data = Path(config.data)
 catalogue = os.environ.get("WILDID_CATALOGUE")
@@ -68,14 +54,18 @@ if (data / "train.csv").is_file():
     source = "existing folder"
 elif catalogue:
     summary = import_catalogue(catalogue, data, import_spec())
-    source = (f"imported from {catalogue}: {summary.individuals} individuals "
-              f"({summary.new_individuals} held out as new)")
+    source = (
+        f"imported from {catalogue}: {summary.individuals} individuals "
+        f"({summary.new_individuals} held out as new)"
+    )
 else:
     if on_kaggle():
         print(f"{KAGGLE_COMPETITION} not attached: using synthetic data instead.")
     summary = synthesize(data, synth_spec())
-    source = (f"synthesized {summary.individuals} individuals ({summary.new_test_images} "
-              "test images of new ones)")
+    source = (
+        f"synthesized {summary.individuals} individuals ({summary.new_test_images} "
+        "test images of new ones)"
+    )
 print(f"{data.resolve()}: {source}")
 
 # %% [markdown]
@@ -87,12 +77,16 @@ print(f"{data.resolve()}: {source}")
 competition, split = pipeline.prepare(config)
 new_in_test = (
     f", {(competition.test['individual_id'] == 'new_individual').mean():.0%} of test "
-    "images are new individuals" if competition.has_solution else ""
+    "images are new individuals"
+    if competition.has_solution
+    else ""
 )
-print(f"{len(competition.train)} train images of "
-      f"{competition.train['individual_id'].nunique()} individuals, "
-      f"{len(competition.test)} test images{new_in_test}")
-print(f"validation split in {config.run_dir / 'split.csv'}:")
+print(
+    f"{len(competition.train)} train images of "
+    f"{competition.train['individual_id'].nunique()} individuals, "
+    f"{len(competition.test)} test images{new_in_test}"
+)
+print(f"validation split in {config.working}/{config.name}/split.csv:")
 split.groupby(["role", split["val_truth"] == "new_individual"]).size().rename("images")
 
 # %%
@@ -116,7 +110,7 @@ plt.show()
 # green, backfin red). Individuals of one species differ only by their marks.
 
 # %%
-from wildid.plots import sample_grid
+from wildid.evaluation.plots import sample_grid
 
 sample_grid(competition, individuals=4, per_individual=5)
 plt.show()

@@ -23,27 +23,10 @@
 # records that as `fallback`, so a weak detector shows up as a number, not a mystery.
 # Re-running is instant: the fingerprint covers the config and the input tables.
 # %%
-# Import wildid from the repository's src/ (the folder at or above this one that holds it;
-# WILDID_ROOT wins), then work in the repository root (Kaggle: /kaggle/working).
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(os.environ.get("WILDID_ROOT") or next(
-    (p for p in (Path.cwd(), *Path.cwd().parents) if (p / "src" / "wildid").is_dir()), Path.cwd()
-)).resolve()
-sys.path.insert(0, str(ROOT / "src"))
-from wildid.notebook import enter_workdir  # noqa: E402  (importable only from here on)
-
-WORKDIR = enter_workdir(ROOT)
-
-# %%
 from wildid import pipeline
-from wildid.notebook import notebook_config
+from wildid.notebook import start
 
-config = notebook_config(ROOT)
-print(f"config {config.name}: data {config.data}, outputs {config.run_dir}, "
-      f"submissions {config.submissions}")
+ROOT, config = start()
 
 # %%
 competition, split = pipeline.prepare(config)

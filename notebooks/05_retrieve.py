@@ -23,27 +23,10 @@
 # play the unseen animals of the test set: too low and unseen animals are matched to
 # look-alikes, too high and known ones are called new.
 # %%
-# Import wildid from the repository's src/ (the folder at or above this one that holds it;
-# WILDID_ROOT wins), then work in the repository root (Kaggle: /kaggle/working).
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(os.environ.get("WILDID_ROOT") or next(
-    (p for p in (Path.cwd(), *Path.cwd().parents) if (p / "src" / "wildid").is_dir()), Path.cwd()
-)).resolve()
-sys.path.insert(0, str(ROOT / "src"))
-from wildid.notebook import enter_workdir  # noqa: E402  (importable only from here on)
-
-WORKDIR = enter_workdir(ROOT)
-
-# %%
 from wildid import pipeline
-from wildid.notebook import notebook_config
+from wildid.notebook import start
 
-config = notebook_config(ROOT)
-print(f"config {config.name}: data {config.data}, outputs {config.run_dir}, "
-      f"submissions {config.submissions}")
+ROOT, config = start()
 
 # %%
 from wildid.notebook import trained_embeddings
@@ -51,9 +34,11 @@ from wildid.notebook import trained_embeddings
 competition, split = pipeline.prepare(config)
 crops = pipeline.crop(config, competition, progress=False)
 embeddings = trained_embeddings(config, competition, crops, split)  # cached by 04
-result = pipeline.evaluate("trained", config, competition, split, embeddings, config.run_dir)
-print(f"threshold {result.threshold}, validation MAP@5 {result.val_map5:.4f}"
-      + (f", test MAP@5 {result.test_map5:.4f}" if result.test_map5 is not None else ""))
+result = pipeline.evaluate("trained", config, competition, split, embeddings)
+print(
+    f"threshold {result.threshold}, validation MAP@5 {result.val_map5:.4f}"
+    + (f", test MAP@5 {result.test_map5:.4f}" if result.test_map5 is not None else "")
+)
 
 # %%
 import matplotlib.pyplot as plt
@@ -62,8 +47,9 @@ if result.curve:
     xs, ys = zip(*result.curve, strict=True)
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.plot(xs, ys, marker=".")
-    ax.axvline(result.threshold, color="red", linestyle="--",
-               label=f"chosen {result.threshold:.2f}")
+    ax.axvline(
+        result.threshold, color="red", linestyle="--", label=f"chosen {result.threshold:.2f}"
+    )
     ax.set(xlabel="new_individual threshold (cosine)", ylabel="validation MAP@5")
     ax.legend()
     plt.show()
@@ -82,10 +68,23 @@ from wildid.train.engine import resolve_device
 
 rows = [result]
 if config.baseline:
-    rows.append(pipeline.run_baseline(config, competition, split, crops,
-                                      resolve_device(config.train.device)))
-pd.DataFrame([{"method": r.name, "threshold": r.threshold, "val MAP@5": r.val_map5,
-               "test MAP@5": r.test_map5, "submission": str(r.submission)} for r in rows])
+    rows.append(
+        pipeline.run_baseline(
+            config, competition, split, crops, resolve_device(config.train.device)
+        )
+    )
+pd.DataFrame(
+    [
+        {
+            "method": r.name,
+            "threshold": r.threshold,
+            "val MAP@5": r.val_map5,
+            "test MAP@5": r.test_map5,
+            "submission": str(r.submission),
+        }
+        for r in rows
+    ]
+)
 
 # %%
 if result.breakdown is not None:

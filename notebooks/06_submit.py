@@ -22,36 +22,19 @@
 # train `individual_id` or `new_individual`. With a `solution.csv` (synthetic or imported
 # data) it is also scored with Kaggle's MAP@5.
 # %%
-# Import wildid from the repository's src/ (the folder at or above this one that holds it;
-# WILDID_ROOT wins), then work in the repository root (Kaggle: /kaggle/working).
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(os.environ.get("WILDID_ROOT") or next(
-    (p for p in (Path.cwd(), *Path.cwd().parents) if (p / "src" / "wildid").is_dir()), Path.cwd()
-)).resolve()
-sys.path.insert(0, str(ROOT / "src"))
-from wildid.notebook import enter_workdir  # noqa: E402  (importable only from here on)
-
-WORKDIR = enter_workdir(ROOT)
-
-# %%
 from wildid import pipeline
-from wildid.notebook import notebook_config
+from wildid.notebook import start
 
-config = notebook_config(ROOT)
-print(f"config {config.name}: data {config.data}, outputs {config.run_dir}, "
-      f"submissions {config.submissions}")
+ROOT, config = start()
 
 # %%
+from wildid.evaluation.submission import validate_against_competition
 from wildid.notebook import trained_embeddings
-from wildid.submission import validate_against_competition
 
 competition, split = pipeline.prepare(config)
 crops = pipeline.crop(config, competition, progress=False)
 embeddings = trained_embeddings(config, competition, crops, split)
-result = pipeline.evaluate("trained", config, competition, split, embeddings, config.run_dir)
+result = pipeline.evaluate("trained", config, competition, split, embeddings)
 submission = result.submission
 validate_against_competition(submission, competition)  # raises, naming row and fix
 print(f"{submission}: valid, {len(competition.test)} test images")
@@ -63,7 +46,7 @@ from IPython.display import display
 pd.read_csv(submission).head()
 
 # %%
-from wildid.metrics import score_breakdown
+from wildid.evaluation.metrics import score_breakdown
 
 solution = competition.root / "solution.csv"
 if solution.is_file():
@@ -76,13 +59,16 @@ else:
 # your Kaggle API token and is your decision):
 
 # %%
+import os
 import shlex
+from pathlib import Path
 
 from wildid.notebook import env_overrides
 
 data = Path(config.data)
-run_args = shlex.join([os.environ.get("WILDID_CONFIG") or "configs/mini.yaml",
-                       f"data={data}", *env_overrides()])
+run_args = shlex.join(
+    [os.environ.get("WILDID_CONFIG") or "configs/mini.yaml", f"data={data}", *env_overrides()]
+)
 print(f"""\
 wildid run {run_args}
 wildid validate {submission} --data {data}

@@ -14,15 +14,20 @@ import pytest
 
 import wildid  # noqa: F401  (offline switches before any third-party import)
 from wildid.config import Config, load_config
-from wildid.data.synth import SynthSpec, synthesize
+from wildid.synth.render import SynthSpec, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "configs" / "mini.yaml"
 TINY_SPEC = SynthSpec(individuals=20, size=96, seed=0)
 # One epoch at 64 px without the baseline: every stage runs, in seconds. No loader
 # workers: starting one costs more than it saves on a hundred small crops.
-FAST = ["train.epochs=1", "train.image_size=64", "baseline=false", "train.num_workers=0",
-        "embed.flip_tta=false"]
+FAST = [
+    "train.epochs=1",
+    "train.image_size=64",
+    "baseline=false",
+    "train.num_workers=0",
+    "embed.flip_tta=false",
+]
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +50,16 @@ def make_config(tiny_comp: Path) -> Callable[..., Config]:
     outputs (working/, submissions/) under out_dir."""
 
     def make(out: Path, *overrides: str) -> Config:
-        return load_config(MINI, [f"data={tiny_comp}", f"working={out / 'working'}",
-                                  f"submissions={out / 'submissions'}", *FAST, *overrides])
+        return load_config(
+            MINI,
+            [
+                f"data={tiny_comp}",
+                f"working={out / 'working'}",
+                f"submissions={out / 'submissions'}",
+                *FAST,
+                *overrides,
+            ],
+        )
 
     return make
 

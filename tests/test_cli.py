@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from wildid.cli import app
-from wildid.metrics import map_at_k
+from wildid.evaluation.metrics import map_at_k
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = str(REPO / "configs" / "mini.yaml")
@@ -23,8 +23,17 @@ def _invoke(*args: object):  # noqa: ANN202
 def test_help_lists_every_command() -> None:
     result = _invoke("--help")
     assert result.exit_code == 0
-    for command in ("synth", "import", "boxes", "run", "validate", "score", "prepare", "crop",
-                    "train"):
+    for command in (
+        "synth",
+        "import",
+        "boxes",
+        "run",
+        "validate",
+        "score",
+        "prepare",
+        "crop",
+        "train",
+    ):
         assert command in result.output
 
 
@@ -34,15 +43,19 @@ def test_synth_twice_with_one_seed_writes_identical_tables(tmp_path: Path) -> No
         result = _invoke("synth", tmp_path / name, "--seed", 7, "--individuals", 5, "--size", 64)
         assert result.exit_code == 0, result.output
         assert f"{tmp_path / name}: " in result.output and "5 individuals" in result.output
-        outputs.append({n: (tmp_path / name / n).read_bytes()
-                        for n in ("train.csv", "solution.csv", "sample_submission.csv",
-                                  "boxes.csv")})
+        outputs.append(
+            {
+                n: (tmp_path / name / n).read_bytes()
+                for n in ("train.csv", "solution.csv", "sample_submission.csv", "boxes.csv")
+            }
+        )
     assert outputs[0] == outputs[1]
 
 
 def test_synth_preview_writes_a_png(tmp_path: Path) -> None:
-    result = _invoke("synth", tmp_path / "s", "--individuals", 4, "--size", 64,
-                     "--preview", tmp_path / "p.png")
+    result = _invoke(
+        "synth", tmp_path / "s", "--individuals", 4, "--size", 64, "--preview", tmp_path / "p.png"
+    )
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "p.png").format == "PNG"
 
@@ -140,9 +153,40 @@ def test_boxes_writes_one_box_per_photo_and_keeps_existing_ones(tiny_copy: Path)
     result = _invoke("boxes", tiny_copy, "--force")
     assert result.exit_code == 0, result.output
     boxes = pd.read_csv(tiny_copy / "boxes.csv", dtype={"image": str})
-    photos = pd.concat([pd.read_csv(tiny_copy / "train.csv", dtype={"image": str}),
-                        pd.read_csv(tiny_copy / "sample_submission.csv", dtype={"image": str})])
+    photos = pd.concat(
+        [
+            pd.read_csv(tiny_copy / "train.csv", dtype={"image": str}),
+            pd.read_csv(tiny_copy / "sample_submission.csv", dtype={"image": str}),
+        ]
+    )
     assert sorted(boxes["image"]) == sorted(photos["image"])
     assert (boxes["kind"] == "fullbody").all()
     assert ((boxes["x2"] > boxes["x1"]) & (boxes["y2"] > boxes["y1"])).all()
     assert (boxes[["x1", "y1"]] >= 0).all().all()
+
+
+def test_run_with_the_head_blend_prints_its_map5(tiny_comp: Path, tmp_path: Path) -> None:
+    from tests.conftest import FAST, MINI
+
+    result = _invoke(
+        "run",
+        MINI,
+        f"data={tiny_comp}",
+        f"working={tmp_path / 'w'}",
+        f"submissions={tmp_path / 's'}",
+        *FAST,
+        "retrieval.head_weight=0.5",
+    )
+    assert result.exit_code == 0, result.output
+    assert "MAP@5 trained" in result.output
+    assert (tmp_path / "s" / "mini.csv").is_file()
+
+
+def test_a_user_error_in_any_stage_is_one_line_and_status_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lrr: 1\n")
+    for command in ("prepare", "crop", "train", "run"):
+        result = _invoke(command, bad)
+        assert result.exit_code == 2, (command, result.output)
+        assert "Traceback" not in result.output
+        assert "did you mean 'lr'" in result.output

@@ -15,6 +15,7 @@ from wildid.config import (
     parse_overrides,
     save_config,
 )
+from wildid.layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,8 +52,17 @@ def test_list_of_bases_merges_left_to_right(tmp_path: Path) -> None:
 
 def test_overrides_are_yaml_values_and_win_over_the_file(tmp_path: Path) -> None:
     path = _yaml(tmp_path / "c.yaml", "train: {epochs: 3}\n")
-    config = load_config(path, ["train.epochs=7", "train.lr=1e-4", "crop.kinds=[backfin, whole]",
-                                "baseline=false", "data=some/dir", "retrieval.threshold="])
+    config = load_config(
+        path,
+        [
+            "train.epochs=7",
+            "train.lr=1e-4",
+            "crop.kinds=[backfin, whole]",
+            "baseline=false",
+            "data=some/dir",
+            "retrieval.threshold=",
+        ],
+    )
     assert config.train.epochs == 7
     assert config.train.lr == pytest.approx(1e-4)
     assert config.crop.kinds == ["backfin", "whole"]
@@ -63,7 +73,8 @@ def test_overrides_are_yaml_values_and_win_over_the_file(tmp_path: Path) -> None
 
 def test_parse_overrides_nests_dotted_keys() -> None:
     assert parse_overrides(["a.b.c=1", "a.b.d=x", "e=true"]) == {
-        "a": {"b": {"c": 1, "d": "x"}}, "e": True
+        "a": {"b": {"c": 1, "d": "x"}},
+        "e": True,
     }
 
 
@@ -75,8 +86,12 @@ def test_override_without_key_or_equals_is_an_error(item: str) -> None:
 
 @pytest.mark.parametrize(
     ("override", "key", "suggestion"),
-    [("trian.epochs=3", "trian", "train"), ("train.epoch=3", "train.epoch", "epochs"),
-     ("model.backbon=x", "model.backbon", "backbone"), ("nmae=x", "nmae", "name")],
+    [
+        ("trian.epochs=3", "trian", "train"),
+        ("train.epoch=3", "train.epoch", "epochs"),
+        ("model.backbon=x", "model.backbon", "backbone"),
+        ("nmae=x", "nmae", "name"),
+    ],
 )
 def test_unknown_key_is_named_with_a_suggestion(override: str, key: str, suggestion: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -99,9 +114,13 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("train.epochs=many", "train.epochs"), ("train.lr=-1", "train.lr"),
-     ("crop.kinds=[tail]", "crop.kinds.0"), ("train.precision=fp8", "train.precision"),
-     ("train=3", "train")],
+    [
+        ("train.epochs=many", "train.epochs"),
+        ("train.lr=-1", "train.lr"),
+        ("crop.kinds=[tail]", "crop.kinds.0"),
+        ("train.precision=fp8", "train.precision"),
+        ("train=3", "train"),
+    ],
 )
 def test_wrong_type_or_value_names_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -162,14 +181,15 @@ def test_prepare_saves_the_resolved_config(tiny_config) -> None:  # noqa: ANN001
 
     config = tiny_config("train.lr=0.123")
     prepare(config)
-    saved = load_config(config.run_dir / "config.yaml")
+    saved = load_config(RunLayout.of(config).root / "config.yaml")
     assert saved == config
-    assert (config.run_dir / "split.csv").is_file()
+    assert (RunLayout.of(config).root / "split.csv").is_file()
 
 
 def test_crop_ratios_must_match_the_kinds() -> None:
     with pytest.raises(ConfigError, match="crop.ratios"):
         load_config(None, ["crop.kinds=[fullbody, backfin]", "crop.ratios=[0.6, 0.3, 0.1]"])
-    config = load_config(None, ["crop.kinds=[fullbody, backfin, whole]",
-                                "crop.ratios=[0.6, 0.3, 0.1]"])
+    config = load_config(
+        None, ["crop.kinds=[fullbody, backfin, whole]", "crop.ratios=[0.6, 0.3, 0.1]"]
+    )
     assert config.crop.ratios == [0.6, 0.3, 0.1]

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from wildid import kaggle
 from wildid.cli import app
-from wildid.submission import write_submission
+from wildid.evaluation.submission import write_submission
 
 KEY = "s3cr3t-key-value"
 REAL_CHECK_NETWORK = kaggle.check_network  # before the fixture replaces it
@@ -110,17 +110,31 @@ def test_submit_runs_the_cli_with_env_credentials(monkeypatch, submission):
 
     monkeypatch.setattr(kaggle.subprocess, "run", fake_run)
     assert kaggle.submit(submission, "first try") == "Successfully submitted"
-    (args, kwargs), = calls
-    assert args == ["/usr/bin/kaggle", "competitions", "submit", "-c", kaggle.COMPETITION,
-                    "-f", str(submission), "-m", "first try"]
+    ((args, kwargs),) = calls
+    assert args == [
+        "/usr/bin/kaggle",
+        "competitions",
+        "submit",
+        "-c",
+        kaggle.COMPETITION,
+        "-f",
+        str(submission),
+        "-m",
+        "first try",
+    ]
     assert kwargs["env"]["KAGGLE_KEY"] == KEY and KEY not in " ".join(args)
 
 
 def test_cli_failure_message_hides_the_key(monkeypatch, tmp_path, submission):
     _cli_present(monkeypatch)
     _token(tmp_path)
-    monkeypatch.setattr(kaggle.subprocess, "run", lambda args, **kw: subprocess.CompletedProcess(
-        args, 1, stdout="", stderr=f"401 Unauthorized for key {KEY}"))
+    monkeypatch.setattr(
+        kaggle.subprocess,
+        "run",
+        lambda args, **kw: subprocess.CompletedProcess(
+            args, 1, stdout="", stderr=f"401 Unauthorized for key {KEY}"
+        ),
+    )
     with pytest.raises(kaggle.KaggleError, match="401") as err:
         kaggle.submit(submission, "m")
     assert KEY not in str(err.value)
@@ -141,8 +155,13 @@ def test_push_kernel_and_dataset_need_metadata_then_preflight(monkeypatch, tmp_p
     _cli_present(monkeypatch)
     _token(tmp_path)
     seen = []
-    monkeypatch.setattr(kaggle.subprocess, "run", lambda args, **kw: seen.append(args) or
-                        subprocess.CompletedProcess(args, 0, stdout="ok", stderr=""))
+    monkeypatch.setattr(
+        kaggle.subprocess,
+        "run",
+        lambda args, **kw: (
+            seen.append(args) or subprocess.CompletedProcess(args, 0, stdout="ok", stderr="")
+        ),
+    )
     assert kaggle.upload_dataset(folder, "v2") == "ok"
     assert kaggle.push_kernel(folder) == "ok"
     assert seen[0][1:3] == ["datasets", "version"] and seen[1][1:3] == ["kernels", "push"]

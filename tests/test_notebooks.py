@@ -19,7 +19,9 @@ import pytest
 
 from wildid.config import ConfigError
 from wildid.data.competition import load_competition
+from wildid.evaluation.submission import validate_against_competition
 from wildid.io import write_csv, write_npy
+from wildid.layout import RunLayout
 from wildid.notebook import (
     env_overrides,
     import_spec,
@@ -27,7 +29,6 @@ from wildid.notebook import (
     notebook_config,
     synth_spec,
 )
-from wildid.submission import validate_against_competition
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -35,7 +36,7 @@ NAMES = ["01_data", "02_crop", "03_train", "04_embed", "05_retrieve", "06_submit
 TINY_ENV = {
     "WILDID_SYNTH": "individuals=20 size=96",
     "WILDID_OVERRIDES": "train.epochs=1 train.image_size=64 baseline=false "
-                        "train.num_workers=0 embed.flip_tta=false",
+    "train.num_workers=0 embed.flip_tta=false",
 }
 # Inline figures each notebook must show: a backend switch or a broken plot shows up here.
 FIGURES = {"01_data": 2, "02_crop": 1, "03_train": 1, "04_embed": 1, "05_retrieve": 1}
@@ -52,12 +53,16 @@ def test_pairs_exist_and_match(name: str) -> None:
     from_script = jupytext.read(script)
     assert from_script.metadata["jupytext"]["formats"] == "ipynb,py:percent"
     assert _sources(from_script) == _sources(jupytext.read(notebook)), (
-        f"{notebook.name} differs from {script.name}: run `jupytext --sync {script}`")
+        f"{notebook.name} differs from {script.name}: run `jupytext --sync {script}`"
+    )
 
 
 def test_env_overrides_and_specs() -> None:
-    env = {"WILDID_OVERRIDES": "train.epochs=1  data='my dir'", "WILDID_SYNTH": "size=96 seed=3",
-           "WILDID_IMPORT": r"group='^(\d+)_' new_fraction=0.3"}
+    env = {
+        "WILDID_OVERRIDES": "train.epochs=1  data='my dir'",
+        "WILDID_SYNTH": "size=96 seed=3",
+        "WILDID_IMPORT": r"group='^(\d+)_' new_fraction=0.3",
+    }
     assert env_overrides(env)[-2:] == ["train.epochs=1", "data=my dir"]
     spec = synth_spec(env)
     assert (spec.size, spec.seed, spec.individuals) == (96, 3, 150)
@@ -83,12 +88,14 @@ def test_cached_embeddings_must_match_the_competition(tiny_comp: Path, tiny_conf
     config = tiny_config()
     competition = load_competition(tiny_comp)
     assert load_embeddings(config, competition) is None  # nothing cached yet
-    folder = config.run_dir / "embeddings" / "fold0"
+    folder = RunLayout.of(config).root / "embeddings" / "fold0"
     train = np.eye(len(competition.train), 8, dtype=np.float16)
     write_npy(folder / "train.npy", train)
     write_npy(folder / "test.npy", np.zeros((len(competition.test), 8), np.float16))
-    index = [*(("train", i) for i in competition.train["image"]),
-             *(("test", i) for i in competition.test["image"])]
+    index = [
+        *(("train", i) for i in competition.train["image"]),
+        *(("test", i) for i in competition.test["image"]),
+    ]
     table = pd.DataFrame(index, columns=["split", "image"])[["image", "split"]]
     write_csv(table, folder / "index.csv")
     cached = load_embeddings(config, competition)
@@ -101,9 +108,15 @@ def _kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A kernelspec running this interpreter, whatever kernels are installed elsewhere."""
     spec = tmp_path / "jupyter" / "kernels" / "wildid-test"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "wildid test", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "wildid test",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     return "wildid-test"
 
@@ -121,14 +134,21 @@ def test_notebooks_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.delenv(var, raising=False)
     for name in NAMES:
         notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-        NotebookClient(notebook, timeout=300, kernel_name=kernel,
-                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-        figures = sum("image/png" in output.get("data", {})
-                      for cell in notebook.cells if cell.cell_type == "code"
-                      for output in cell.outputs)
+        NotebookClient(
+            notebook,
+            timeout=300,
+            kernel_name=kernel,
+            resources={"metadata": {"path": str(NOTEBOOKS)}},
+        ).execute()
+        figures = sum(
+            "image/png" in output.get("data", {})
+            for cell in notebook.cells
+            if cell.cell_type == "code"
+            for output in cell.outputs
+        )
         assert figures >= FIGURES.get(name, 0), f"{name}: {figures} inline figure(s)"
     competition = load_competition(workdir / "input" / "mini-whales")
     assert competition.train["individual_id"].nunique() <= 20  # the tiny spec was used
-    submission = workdir / "submissions" / "submission.csv"
+    submission = workdir / "submissions" / "mini.csv"
     validate_against_competition(submission, competition)
     assert (workdir / "working" / "mini" / "metrics.json").is_file()

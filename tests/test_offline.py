@@ -39,11 +39,20 @@ socket.getaddrinfo = refuse("getaddrinfo")
 
 def _python(code: str, **env: str) -> dict:
     """Run `code` after GUARD in a clean interpreter; it prints one JSON line last."""
-    clean = {k: v for k, v in os.environ.items() if k not in wildid.OFFLINE_DEFAULTS
-             and k != "WILDID_ALLOW_DOWNLOAD"}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in wildid.OFFLINE_DEFAULTS and k != "WILDID_ALLOW_DOWNLOAD"
+    }
     clean.update(PYTHONPATH=os.pathsep.join([SRC, clean.get("PYTHONPATH", "")]), **env)
-    done = subprocess.run([sys.executable, "-c", GUARD + textwrap.dedent(code)], env=clean,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", GUARD + textwrap.dedent(code)],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -69,11 +78,14 @@ def test_cli_help_and_library_imports_do_not_touch_the_network() -> None:
 
 
 def test_import_sets_offline_defaults_without_overriding_the_user() -> None:
-    result = _python("""
+    result = _python(
+        """
         import os
         import wildid
         print(json.dumps({k: os.environ.get(k) for k in wildid.OFFLINE_DEFAULTS}))
-    """, YOLO_OFFLINE="0")
+    """,
+        YOLO_OFFLINE="0",
+    )
     assert result["YOLO_OFFLINE"] == "0"  # the user's own setting wins
     assert result["NO_ALBUMENTATIONS_UPDATE"] == "1"
     assert result["HF_HUB_OFFLINE"] == "1"
@@ -81,9 +93,12 @@ def test_import_sets_offline_defaults_without_overriding_the_user() -> None:
 
 
 def test_allow_download_lets_the_hub_online() -> None:
-    result = _python("""
+    result = _python(
+        """
         import os
         import wildid
         print(json.dumps({"hub": os.environ["HF_HUB_OFFLINE"]}))
-    """, WILDID_ALLOW_DOWNLOAD="1")
+    """,
+        WILDID_ALLOW_DOWNLOAD="1",
+    )
     assert result["hub"] == "0"

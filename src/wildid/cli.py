@@ -19,11 +19,29 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 import wildid  # noqa: F401  (sets the offline switches before third-party imports)
+from wildid.errors import WildidError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Identify individual animals from photographs.")
+
+class _Commands(TyperGroup):
+    """Every sub-command's user errors (wildid.errors.WildidError) become one line, status 2."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        try:
+            return super().invoke(ctx)
+        except WildidError as err:
+            _fail(err)
+
+
+app = typer.Typer(
+    cls=_Commands,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Identify individual animals from photographs.",
+)
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="key=value overrides")]
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config, e.g. configs/mini.yaml")]
@@ -49,12 +67,14 @@ def synth(
     preview: Annotated[Path | None, typer.Option(help="also save a PNG grid of samples")] = None,
 ) -> None:
     """Write a synthetic whale-and-dolphin mini-competition into OUT."""
-    from wildid.data.synth import SynthSpec, preview_grid, synthesize
+    from wildid.synth.render import SynthSpec, preview_grid, synthesize
 
     summary = synthesize(out, SynthSpec(individuals=individuals, size=size, seed=seed))
-    typer.echo(f"{summary.root}: {summary.train_images} train, {summary.test_images} test "
-               f"({summary.new_test_images} of new individuals), "
-               f"{summary.individuals} individuals")
+    typer.echo(
+        f"{summary.root}: {summary.train_images} train, {summary.test_images} test "
+        f"({summary.new_test_images} of new individuals), "
+        f"{summary.individuals} individuals"
+    )
     if preview:
         typer.echo(f"preview: {preview_grid(out, preview)}")
 
@@ -63,8 +83,9 @@ def synth(
 def import_(
     src: Path,
     out: Path,
-    group: Annotated[str | None, typer.Option(help="regex for the sighting id in file names")]
-    = None,
+    group: Annotated[
+        str | None, typer.Option(help="regex for the sighting id in file names")
+    ] = None,
     new_fraction: float = 0.2,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -72,17 +93,25 @@ def import_(
     link: str = "copy",
 ) -> None:
     """Import a folder-per-individual catalogue SRC into the competition layout at OUT."""
+    from wildid.data.catalogue import ImportSpec, import_catalogue
     from wildid.data.competition import DataError
-    from wildid.data.folders import ImportSpec, import_catalogue
 
-    spec = ImportSpec(group=group, new_fraction=new_fraction, test_fraction=test_fraction,
-                      seed=seed, species=species, link=link)
+    spec = ImportSpec(
+        group=group,
+        new_fraction=new_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        species=species,
+        link=link,
+    )
     try:
         summary = import_catalogue(src, out, spec)
     except DataError as err:
         _fail(err)
-    typer.echo(f"{summary.root}: {summary.individuals} individuals ({summary.new_individuals} "
-               f"held out as new), {summary.train_images} train, {summary.test_images} test")
+    typer.echo(
+        f"{summary.root}: {summary.individuals} individuals ({summary.new_individuals} "
+        f"held out as new), {summary.train_images} train, {summary.test_images} test"
+    )
 
 
 @app.command()
@@ -93,20 +122,26 @@ def boxes(
     """Write DATA/boxes.csv: one animal box per photo from the shipped ImageNet classifier's
     activation map, for catalogues that come without boxes (`crop.source: boxes` then crops
     the animal instead of using the whole photo; what `make bench-quality` does on nyala)."""
+    from wildid.crop.saliency import cam_boxes
     from wildid.data.competition import DataError, load_competition
     from wildid.io import write_csv
-    from wildid.saliency import cam_boxes
 
     target = data / "boxes.csv"
     if target.exists() and not force:
-        _fail(DataError(f"{target} exists (it may hold hand-made or ground-truth boxes); "
-                        "pass --force to replace it."))
+        _fail(
+            DataError(
+                f"{target} exists (it may hold hand-made or ground-truth boxes); "
+                "pass --force to replace it."
+            )
+        )
     try:
         competition = load_competition(data)
     except DataError as err:
         _fail(err)
-    tables = [(split, t["image"].tolist()) for split, t in
-              (("train", competition.train), ("test", competition.test))]
+    tables = [
+        (split, t["image"].tolist())
+        for split, t in (("train", competition.train), ("test", competition.test))
+    ]
     images = [image for _, names in tables for image in names]
     paths = [competition.image_path(split, image) for split, names in tables for image in names]
     table = cam_boxes(images, paths)
@@ -119,8 +154,8 @@ def run(config: ConfigArg, overrides: Overrides = None) -> None:
     """Run every stage: crop, train, embed, retrieve, new_individual threshold, submission."""
     from wildid.config import ConfigError
     from wildid.data.competition import DataError
+    from wildid.evaluation.report import print_run
     from wildid.pipeline import run as run_pipeline
-    from wildid.report import print_run
 
     try:
         cfg = _config(config, overrides)
@@ -137,7 +172,7 @@ def validate(
 ) -> None:
     """Check a submission file against a competition's test images and train ids."""
     from wildid.data.competition import DataError, load_competition
-    from wildid.submission import SubmissionError, validate_against_competition
+    from wildid.evaluation.submission import SubmissionError, validate_against_competition
 
     try:
         validate_against_competition(submission, load_competition(data, check_images=False))
@@ -149,7 +184,7 @@ def validate(
 @app.command()
 def score(submission: Path, solution: Path) -> None:
     """Score a submission against solution.csv with Kaggle's MAP@5."""
-    from wildid.metrics import ScoreError, score_breakdown
+    from wildid.evaluation.metrics import ScoreError, score_breakdown
 
     try:
         table = score_breakdown(submission, solution)
@@ -165,9 +200,9 @@ def ensemble(config: ConfigArg, overrides: Overrides = None) -> None:
     """Combine stored embeddings of several runs/folds, tune the threshold, write, score."""
     from wildid.config import ConfigError
     from wildid.data.competition import DataError
-    from wildid.ensemble import EnsembleError, run_ensemble
+    from wildid.evaluation.report import print_run
     from wildid.pipeline import RunResult
-    from wildid.report import print_run
+    from wildid.pipeline.ensemble import EnsembleError, run_ensemble
 
     try:
         result = run_ensemble(_config(config, overrides))
@@ -179,11 +214,14 @@ def ensemble(config: ConfigArg, overrides: Overrides = None) -> None:
 @app.command()
 def submit(
     submission: Annotated[Path, typer.Argument(help="the CSV to submit")] = Path(
-        "submissions/submission.csv"),
-    message: Annotated[str, typer.Option("--message", "-m", help="submission description")]
-    = "wildid",
-    data: Annotated[Path | None, typer.Option(help="competition folder to validate against")]
-    = None,
+        "submissions/submission.csv"
+    ),
+    message: Annotated[
+        str, typer.Option("--message", "-m", help="submission description")
+    ] = "wildid",
+    data: Annotated[
+        Path | None, typer.Option(help="competition folder to validate against")
+    ] = None,
     competition: str = "happy-whale-and-dolphin",
 ) -> None:
     """Validate SUBMISSION, then upload it with `kaggle competitions submit`."""
@@ -203,12 +241,15 @@ def _stage(name: str):
 
     def command(config: ConfigArg, overrides: Overrides = None) -> None:
         from wildid import pipeline
+        from wildid.layout import RunLayout
 
         cfg = _config(config, overrides)
         competition, split = pipeline.prepare(cfg)
         if name == "prepare":
-            typer.echo(f"{cfg.data}: {len(competition.train)} train, {len(competition.test)} "
-                       f"test; split in {cfg.run_dir / 'split.csv'}")
+            typer.echo(
+                f"{cfg.data}: {len(competition.train)} train, {len(competition.test)} "
+                f"test; split in {RunLayout.of(cfg).split}"
+            )
             return
         crops = pipeline.crop(cfg, competition)
         if name == "crop":
@@ -233,8 +274,7 @@ for _name in ("prepare", "crop"):
 def train(
     config: ConfigArg,
     overrides: Overrides = None,
-    nproc: Annotated[int, typer.Option(help="processes (GPUs) for DDP, launched by torchrun")]
-    = 1,
+    nproc: Annotated[int, typer.Option(help="processes (GPUs) for DDP, launched by torchrun")] = 1,
 ) -> None:
     """Train the embedding model (resumes from its last checkpoint)."""
     if nproc <= 1:
@@ -243,12 +283,23 @@ def train(
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "wildid.train.ddp", str(config),
-               *(overrides or [])]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "wildid.train.ddp",
+        str(config),
+        *(overrides or []),
+    ]
     raise typer.Exit(subprocess.call(command))
-detect_app = typer.Typer(no_args_is_help=True,
-                         help="Detect the full body and back fin with YOLO, and crop them.")
+
+
+detect_app = typer.Typer(
+    no_args_is_help=True, help="Detect the full body and back fin with YOLO, and crop them."
+)
 app.add_typer(detect_app, name="detect")
 
 
@@ -256,8 +307,8 @@ app.add_typer(detect_app, name="detect")
 def detect_train(config: ConfigArg, overrides: Overrides = None) -> None:
     """Train the detector on the competition's boxes.csv; print mAP50 per class."""
     from wildid.config import ConfigError
+    from wildid.crop.detector import train
     from wildid.data.competition import DataError, load_competition
-    from wildid.detect import train
 
     try:
         cfg = _config(config, overrides)
@@ -273,8 +324,8 @@ def detect_train(config: ConfigArg, overrides: Overrides = None) -> None:
 def detect_crop(config: ConfigArg, overrides: Overrides = None) -> None:
     """Detect every train and test photo (training first if needed) and crop per kind."""
     from wildid.config import ConfigError
+    from wildid.crop.detector import crop
     from wildid.data.competition import DataError, load_competition
-    from wildid.detect import crop
 
     try:
         cfg = _config(config, overrides)

@@ -26,10 +26,11 @@ from pydantic import (
     model_validator,
 )
 
+from wildid.errors import WildidError
 from wildid.io import write_text
 
 
-class ConfigError(ValueError):
+class ConfigError(WildidError, ValueError):
     """A config file or override is invalid; the message names the key and the file."""
 
 
@@ -52,8 +53,10 @@ class CropConfig(Section):
         if self.ratios is not None and (
             len(self.ratios) != len(self.kinds) or min(self.ratios) < 0 or sum(self.ratios) <= 0
         ):
-            raise ValueError(f"crop.ratios {self.ratios} must give one weight >= 0 per kind in "
-                             f"crop.kinds {self.kinds}, not all zero.")
+            raise ValueError(
+                f"crop.ratios {self.ratios} must give one weight >= 0 per kind in "
+                f"crop.kinds {self.kinds}, not all zero."
+            )
         return self
 
 
@@ -124,7 +127,9 @@ class TrainConfig(Section):
     head_lr: float = Field(1e-2, gt=0)  # neck and ArcFace head learning rate
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    # auto: bf16 on GPUs that have it (else fp16), and on CPUs with native bf16
+    # (AVX512-BF16, AMX); fp32 on other CPUs, where bf16 autocast is emulated and ~9x slower
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     num_workers: int = Field(1, ge=0)
     seed: int = 0
@@ -197,8 +202,10 @@ class EnsembleConfig(Section):
     @model_validator(mode="after")
     def _weights_match(self) -> EnsembleConfig:
         if self.weights is not None and len(self.weights) != len(self.members):
-            raise ValueError(f"{len(self.weights)} weights for {len(self.members)} members; "
-                             "give one weight per member or none.")
+            raise ValueError(
+                f"{len(self.weights)} weights for {len(self.members)} members; "
+                "give one weight per member or none."
+            )
         return self
 
 
@@ -226,10 +233,6 @@ class Config(Section):
     retrieval: RetrievalConfig = RetrievalConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
     pseudo: PseudoConfig = PseudoConfig()
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.working) / self.name
 
     def section_dict(self, *names: str) -> dict[str, Any]:
         """The named sections as plain data: the fingerprint a stage's cache depends on."""

@@ -23,13 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wildid.submission import SubmissionError, validate_submission
+from wildid.errors import WildidError
+from wildid.evaluation.submission import SubmissionError, validate_submission
 
 COMPETITION = "happy-whale-and-dolphin"
 KAGGLE_HOST = ("www.kaggle.com", 443)
 
 
-class KaggleError(RuntimeError):
+class KaggleError(WildidError, RuntimeError):
     """A Kaggle command cannot run; the message says why and what to do."""
 
 
@@ -47,8 +48,10 @@ class Credentials:
 def find_cli() -> str:
     path = shutil.which("kaggle")
     if path is None:
-        raise KaggleError("the kaggle CLI is not installed; run `pip install kaggle` "
-                          "(then put your API token in ~/.kaggle/kaggle.json).")
+        raise KaggleError(
+            "the kaggle CLI is not installed; run `pip install kaggle` "
+            "(then put your API token in ~/.kaggle/kaggle.json)."
+        )
     return path
 
 
@@ -67,17 +70,21 @@ def load_credentials() -> Credentials:
         raise KaggleError(
             f"no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or save your API "
             f"token (kaggle.com > Settings > API > Create New Token) as {path} "
-            "(see kaggle.json.example) and run `chmod 600` on it.")
+            "(see kaggle.json.example) and run `chmod 600` on it."
+        )
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise KaggleError(f"{path} is readable by other users (mode {mode:o}); your API key "
-                          f"would leak. Run: chmod 600 {path}")
+        raise KaggleError(
+            f"{path} is readable by other users (mode {mode:o}); your API key "
+            f"would leak. Run: chmod 600 {path}"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return Credentials(str(data["username"]), str(path), str(data["key"]))
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise KaggleError(f"{path}: expected JSON with \"username\" and \"key\" "
-                          "(see kaggle.json.example).") from None
+        raise KaggleError(
+            f'{path}: expected JSON with "username" and "key" (see kaggle.json.example).'
+        ) from None
 
 
 def check_network(host: tuple[str, int] = KAGGLE_HOST, timeout: float = 5.0) -> None:
@@ -85,8 +92,10 @@ def check_network(host: tuple[str, int] = KAGGLE_HOST, timeout: float = 5.0) -> 
         with socket.create_connection(host, timeout=timeout):
             return
     except OSError as err:
-        raise KaggleError(f"cannot reach {host[0]} ({err}); Kaggle commands need the "
-                          "network. On a Kaggle notebook, turn Internet on.") from None
+        raise KaggleError(
+            f"cannot reach {host[0]} ({err}); Kaggle commands need the "
+            "network. On a Kaggle notebook, turn Internet on."
+        ) from None
 
 
 def preflight() -> tuple[str, Credentials]:
@@ -98,12 +107,12 @@ def preflight() -> tuple[str, Credentials]:
 
 
 def _run(cli: str, args: Sequence[str], creds: Credentials) -> subprocess.CompletedProcess:
-    result = subprocess.run([cli, *args], env=creds.env(), capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [cli, *args], env=creds.env(), capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().replace(creds.key, "***")
-        raise KaggleError(f"kaggle {' '.join(args[:2])} failed ({result.returncode}): "
-                          f"{message}")
+        raise KaggleError(f"kaggle {' '.join(args[:2])} failed ({result.returncode}): {message}")
     return result
 
 
@@ -112,7 +121,7 @@ def check_submission(path: str | Path, data: str | Path | None = None) -> None:
     path = Path(path)
     if data is not None:
         from wildid.data.competition import load_competition
-        from wildid.submission import validate_against_competition
+        from wildid.evaluation.submission import validate_against_competition
 
         validate_against_competition(path, load_competition(data, check_images=False))
         return
@@ -145,8 +154,10 @@ def submit(
 
 def _metadata(folder: Path, name: str, what: str) -> None:
     if not (folder / name).is_file():
-        raise KaggleError(f"{folder}: no {name}; create it with `kaggle {what} init -p "
-                          f"{folder}` and fill in id and title.")
+        raise KaggleError(
+            f"{folder}: no {name}; create it with `kaggle {what} init -p "
+            f"{folder}` and fill in id and title."
+        )
 
 
 def push_kernel(folder: str | Path) -> str:
@@ -162,6 +173,9 @@ def upload_dataset(folder: str | Path, message: str = "update", new: bool = Fals
     folder = Path(folder)
     _metadata(folder, "dataset-metadata.json", "datasets")
     cli, creds = preflight()
-    args = (["datasets", "create", "-p", str(folder), "--dir-mode", "zip"] if new else
-            ["datasets", "version", "-p", str(folder), "-m", message, "--dir-mode", "zip"])
+    args = (
+        ["datasets", "create", "-p", str(folder), "--dir-mode", "zip"]
+        if new
+        else ["datasets", "version", "-p", str(folder), "-m", message, "--dir-mode", "zip"]
+    )
     return _run(cli, args, creds).stdout.strip()

@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 
 from wildid.config import Config, ConfigError, load_config
+from wildid.layout import RunLayout
 
 KAGGLE_INPUT = Path("/kaggle/input")
 # Where Kaggle mounts the competition when it is attached to a notebook.
@@ -47,6 +48,31 @@ def enter_workdir(root: str | Path, env: Mapping[str, str] = os.environ) -> Path
     os.chdir(workdir)
     print(f"repository {root}\nworking in {workdir}" + ("  (Kaggle)" if on_kaggle() else ""))
     return workdir
+
+
+def repository_root(env: Mapping[str, str] = os.environ) -> Path:
+    """WILDID_ROOT, else the folder at or above the working directory holding configs/,
+    else the checkout this package was installed from."""
+    if env.get("WILDID_ROOT"):
+        return Path(env["WILDID_ROOT"]).resolve()
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "configs" / "mini.yaml").is_file():
+            return folder.resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def start(env: Mapping[str, str] = os.environ) -> tuple[Path, Config]:
+    """Every notebook's first cell: find the repository, enter the working directory,
+    load the config (WILDID_CONFIG, WILDID_OVERRIDES) and say where outputs go."""
+    root = repository_root(env)
+    enter_workdir(root, env)
+    config = notebook_config(root, env)
+    layout = RunLayout.of(config)
+    print(
+        f"config {config.name}: data {config.data}, outputs {layout.root}, "
+        f"submission {layout.submission()}"
+    )
+    return root, config
 
 
 def _pairs(text: str, variable: str) -> dict[str, object]:
@@ -83,26 +109,26 @@ def _spec(cls: type, variable: str, env: Mapping[str, str]):
 
 def synth_spec(env: Mapping[str, str] = os.environ):  # -> SynthSpec (lazy import)
     """The synthetic competition to generate: SynthSpec defaults, WILDID_SYNTH overrides."""
-    from wildid.data.synth import SynthSpec
+    from wildid.synth.render import SynthSpec
 
     return _spec(SynthSpec, "WILDID_SYNTH", env)
 
 
 def import_spec(env: Mapping[str, str] = os.environ):  # -> ImportSpec (lazy import)
     """How to import WILDID_CATALOGUE: ImportSpec defaults, WILDID_IMPORT overrides."""
-    from wildid.data.folders import ImportSpec
+    from wildid.data.catalogue import ImportSpec
 
     return _spec(ImportSpec, "WILDID_IMPORT", env)
 
 
 def embeddings_dir(config: Config) -> Path:
     """Where `pipeline.run` (and notebook 04) save the trained model's embeddings."""
-    return config.run_dir / "embeddings" / "fold0"
+    return RunLayout.of(config).embeddings(0)
 
 
 def checkpoint(config: Config) -> Path:
     """The best checkpoint `pipeline.train` writes."""
-    return config.run_dir / "models" / "fold0" / "best.pt"
+    return RunLayout.of(config).checkpoint(0)
 
 
 def load_embeddings(config: Config, competition):  # -> Embeddings | None
@@ -111,7 +137,7 @@ def load_embeddings(config: Config, competition):  # -> Embeddings | None
     Returns None when they are missing, list other images (another data folder), or are
     older than the checkpoint (the model was retrained): the caller embeds again then.
     """
-    from wildid.pipeline import Embeddings
+    from wildid.infer.embed import Embeddings
 
     folder = embeddings_dir(config)
     files = [folder / n for n in ("index.csv", "train.npy", "test.npy")]
@@ -121,10 +147,13 @@ def load_embeddings(config: Config, competition):  # -> Embeddings | None
     if best.is_file() and best.stat().st_mtime_ns > files[1].stat().st_mtime_ns:
         return None
     index = pd.read_csv(files[0], dtype=str)
-    expected = pd.concat([competition.train[["image"]].assign(split="train"),
-                          competition.test[["image"]].assign(split="test")])
-    if not index[["image", "split"]].reset_index(drop=True).equals(
-            expected.reset_index(drop=True)):
+    expected = pd.concat(
+        [
+            competition.train[["image"]].assign(split="train"),
+            competition.test[["image"]].assign(split="test"),
+        ]
+    )
+    if not index[["image", "split"]].reset_index(drop=True).equals(expected.reset_index(drop=True)):
         return None
     train, test = (np.load(f).astype(np.float32) for f in files[1:])
     return Embeddings(train, test)

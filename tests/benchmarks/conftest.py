@@ -14,7 +14,7 @@ def _animal(rng: np.random.Generator, pattern: np.ndarray) -> np.ndarray:
     """The individual's pattern pasted at a random place on a random background."""
     photo = rng.integers(60, 120, (120, 160, 3), dtype=np.uint8)
     x, y = (int(v) for v in rng.integers(0, 40, 2))
-    photo[y:y + 80, x:x + 120] = pattern
+    photo[y : y + 80, x : x + 120] = pattern
     return photo
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wildid.protocols import (
+from wildid.evaluation.protocols import (
     Calibration,
     calibration,
     calibration_images,
@@ -29,19 +29,40 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 bench_quality = pytest.importorskip("bench_quality")
 
 
-def test_bench_quality_runs_end_to_end(catalogue: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_quality_runs_end_to_end(
+    catalogue: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "bench"
-    figures = bench_quality.main([
-        "--data", str(catalogue), "--out", str(out), "--calibration", "8", "--shortlist", "4",
-        "--workers", "1", "--no-progress", "--per-sighting",
-        "train.epochs=1", "train.image_size=64", "train.batch_size=8", "train.num_workers=0",
-        "crop.size=96",
-    ])
+    figures = bench_quality.main(
+        [
+            "--data",
+            str(catalogue),
+            "--out",
+            str(out),
+            "--calibration",
+            "8",
+            "--shortlist",
+            "4",
+            "--workers",
+            "1",
+            "--no-progress",
+            "--per-sighting",
+            "train.epochs=1",
+            "train.image_size=64",
+            "train.batch_size=8",
+            "train.num_workers=0",
+            "crop.size=96",
+        ]
+    )
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == figures
-    methods = {"imagenet_mobilenetv2_100", "imagenet_efficientnet_lite0", "sift", "trained",
-               "trained+sift"}
+    methods = {
+        "imagenet_mobilenetv2_100",
+        "imagenet_efficientnet_lite0",
+        "sift",
+        "trained",
+        "trained+sift",
+    }
     methods |= {f"{m} [sighting]" for m in methods}
     assert set(figures["closed"]) == methods and set(figures["open"]) == methods
     for scores in figures["closed"].values():
@@ -76,12 +97,19 @@ def _check_training_splits(out: Path, n_calibration: int) -> None:
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    return argparse.Namespace(config=str(ROOT / "configs" / "nyala.yaml"), overrides=[],
-                              crop="cam", seed=0, flank_classes=False, **kw)
+    return argparse.Namespace(
+        config=str(ROOT / "configs" / "nyala.yaml"),
+        overrides=[],
+        crop="cam",
+        seed=0,
+        flank_classes=False,
+        **kw,
+    )
 
 
-def test_training_split_drops_open_calibration_sightings_only(catalogue: Path, tmp_path: Path
-                                                              ) -> None:
+def test_training_split_drops_open_calibration_sightings_only(
+    catalogue: Path, tmp_path: Path
+) -> None:
     protocols = import_protocols(catalogue, tmp_path / "data", r"^(\d+)_")
     names = set()
     for protocol in protocols.values():
@@ -94,12 +122,16 @@ def test_training_split_drops_open_calibration_sightings_only(catalogue: Path, t
         if protocol.name == "closed":
             assert not exclude and set(split["image"]) == gallery
         else:
-            sightings = set(zip(protocol.gallery["individual_id"].iloc[cal.rows],
-                                protocol.gallery["group"].iloc[cal.rows], strict=True))
+            sightings = set(
+                zip(
+                    protocol.gallery["individual_id"].iloc[cal.rows],
+                    protocol.gallery["group"].iloc[cal.rows],
+                    strict=True,
+                )
+            )
             trained = protocol.gallery[protocol.gallery["image"].isin(split["image"])]
             assert len(exclude) > len(cal.rows)  # near duplicates (the other flank) too
-            assert not sightings & set(zip(trained["individual_id"], trained["group"],
-                                           strict=True))
+            assert not sightings & set(zip(trained["individual_id"], trained["group"], strict=True))
             assert set(split["image"]) == gallery - set(exclude)
         names.add(config.name)
         # another exclusion, another run folder: nothing resumes a model trained otherwise

@@ -25,15 +25,28 @@ def _variants(tmp_path: Path) -> Path:
     path.write_text(
         "- {name: one_epoch, overrides: [train.epochs=1]}\n"
         "- {name: two_epochs_flank, overrides: [train.epochs=2], flank_classes: true}\n"
-        "- {name: broken, overrides: [train.epochs=-1]}\n")
+        "- {name: broken, overrides: [train.epochs=-1]}\n"
+    )
     return path
 
 
-def test_sweep_writes_a_row_per_variant_and_resumes(catalogue: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweep_writes_a_row_per_variant_and_resumes(
+    catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "sweep"
-    args = ["--variants", str(_variants(tmp_path)), "--data", str(catalogue), "--crop",
-            "whole", "--out", str(out), "--no-progress", "--set", *FAST]
+    args = [
+        "--variants",
+        str(_variants(tmp_path)),
+        "--data",
+        str(catalogue),
+        "--crop",
+        "whole",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        *FAST,
+    ]
     rows = sweep_quality.main(args)
     # the broken variant (epochs < 0 fails the config schema) is reported and skipped
     assert [r["name"] for r in rows] == ["one_epoch", "two_epochs_flank"]
@@ -43,8 +56,10 @@ def test_sweep_writes_a_row_per_variant_and_resumes(catalogue: Path, tmp_path: P
     # cost: the variant's epochs x pixels over configs/nyala.yaml's; `--set` holds
     # settings that change speed, not results, and is not counted
     epochs = load_config(ROOT / "configs" / "nyala.yaml").train.epochs
-    assert [r["cost"] for r in rows] == [pytest.approx(1 / epochs, abs=0.01),
-                                         pytest.approx(2 / epochs, abs=0.01)]
+    assert [r["cost"] for r in rows] == [
+        pytest.approx(1 / epochs, abs=0.01),
+        pytest.approx(2 / epochs, abs=0.01),
+    ]
     assert rows[1]["flank_classes"] and not rows[0]["flank_classes"]
     logged = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
     assert logged == rows
@@ -58,11 +73,15 @@ def test_sweep_writes_a_row_per_variant_and_resumes(catalogue: Path, tmp_path: P
 
 
 def test_flank_classes_split_each_individual_by_flank() -> None:
-    gallery = pd.DataFrame({"image": ["a", "b", "c", "d"],
-                            "side": ["left", "right", None, "left"]})
-    split = pd.DataFrame({"image": ["a", "b", "c", "d"], "individual_id": ["7", "7", "7", "8"],
-                          "role": "train",
-                          "val_truth": ["7", "7", "7", "new_individual"]})
+    gallery = pd.DataFrame({"image": ["a", "b", "c", "d"], "side": ["left", "right", None, "left"]})
+    split = pd.DataFrame(
+        {
+            "image": ["a", "b", "c", "d"],
+            "individual_id": ["7", "7", "7", "8"],
+            "role": "train",
+            "val_truth": ["7", "7", "7", "new_individual"],
+        }
+    )
     out = bench_quality.flank_classes(split, gallery)
     assert out["individual_id"].tolist() == ["7_left", "7_right", "7", "8_left"]
     assert out["val_truth"].tolist() == ["7_left", "7_right", "7", "new_individual"]
@@ -74,5 +93,6 @@ def test_an_edited_variant_runs_again() -> None:
     assert sweep_quality._finished({"name": "a", "overrides": ["train.epochs=1"]}, done)
     assert not sweep_quality._finished({"name": "a", "overrides": ["train.epochs=2"]}, done)
     assert not sweep_quality._finished(
-        {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": True}, done)
+        {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": True}, done
+    )
     assert not sweep_quality._finished({"name": "b"}, done)

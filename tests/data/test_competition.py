@@ -43,11 +43,16 @@ def test_valid_layout_loads_and_normalises_species(tmp_path: Path) -> None:
 
 
 def test_normalise_species_merges_every_known_typo() -> None:
-    raw = pd.Series(["bottlenose_dolpin", "kiler_whale", "beluga", "globis", "pilot_whale",
-                     "humpback_whale"])
+    raw = pd.Series(
+        ["bottlenose_dolpin", "kiler_whale", "beluga", "globis", "pilot_whale", "humpback_whale"]
+    )
     assert normalise_species(raw).tolist() == [
-        "bottlenose_dolphin", "killer_whale", "beluga_whale", "short_finned_pilot_whale",
-        "short_finned_pilot_whale", "humpback_whale",
+        "bottlenose_dolphin",
+        "killer_whale",
+        "beluga_whale",
+        "short_finned_pilot_whale",
+        "short_finned_pilot_whale",
+        "humpback_whale",
     ]
 
 
@@ -136,7 +141,8 @@ def test_unreadable_csv(tmp_path: Path) -> None:
 def test_solution_is_merged_into_test_with_species_fixed(tmp_path: Path) -> None:
     root = _layout(tmp_path / "c")
     (root / "solution.csv").write_text(
-        "image,species,individual_id\nt2.jpg,beluga,new_individual\nt1.jpg,kiler_whale,w2\n")
+        "image,species,individual_id\nt2.jpg,beluga,new_individual\nt1.jpg,kiler_whale,w2\n"
+    )
     comp = load_competition(root)
     assert comp.has_solution
     assert comp.test.to_dict("records") == [
@@ -156,9 +162,11 @@ def test_boxes_are_read_and_checked(tmp_path: Path) -> None:
     root = _layout(tmp_path / "c")
     (root / "boxes.csv").write_text("image,kind,x1,y1,x2,y2\na.jpg,fullbody,1,2,30,20\n")
     assert load_competition(root).boxes.to_dict("records") == [
-        {"image": "a.jpg", "kind": "fullbody", "x1": 1, "y1": 2, "x2": 30, "y2": 20}]
-    (root / "boxes.csv").write_text("image,kind,x1,y1,x2,y2\na.jpg,fullbody,1,2,30,20\n"
-                                    "b.jpg,backfin,5,5,5,9\n")
+        {"image": "a.jpg", "kind": "fullbody", "x1": 1, "y1": 2, "x2": 30, "y2": 20}
+    ]
+    (root / "boxes.csv").write_text(
+        "image,kind,x1,y1,x2,y2\na.jpg,fullbody,1,2,30,20\nb.jpg,backfin,5,5,5,9\n"
+    )
     with pytest.raises(DataError, match=r"boxes\.csv, row 3: box has x2 <= x1"):
         load_competition(root)
     (root / "boxes.csv").write_text("image,x1,y1,x2,y2\na.jpg,1,2,30,20\n")
@@ -167,10 +175,16 @@ def test_boxes_are_read_and_checked(tmp_path: Path) -> None:
 
 
 def test_write_tables_round_trips_and_marks_new_individuals(tmp_path: Path) -> None:
-    train = pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg"], "species": ["x", "x", "y"],
-                          "individual_id": ["w1", "w1", "w2"]})
-    test = pd.DataFrame({"image": ["t1.jpg", "t2.jpg"], "species": ["x", "y"],
-                         "individual_id": ["w1", "w9"]})
+    train = pd.DataFrame(
+        {
+            "image": ["a.jpg", "b.jpg", "c.jpg"],
+            "species": ["x", "x", "y"],
+            "individual_id": ["w1", "w1", "w2"],
+        }
+    )
+    test = pd.DataFrame(
+        {"image": ["t1.jpg", "t2.jpg"], "species": ["x", "y"], "individual_id": ["w1", "w9"]}
+    )
     root = tmp_path / "c"
     write_tables(root, train, test)
     for split, table in (("train", train), ("test", test)):

@@ -15,8 +15,13 @@ def _train(seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     sizes = np.clip(rng.zipf(1.6, size=60), 1, 12)
     ids = [f"id{i:02d}" for i, n in enumerate(sizes) for _ in range(n)]
-    return pd.DataFrame({"image": [f"{k:04d}.jpg" for k in range(len(ids))],
-                         "species": "whale", "individual_id": ids})
+    return pd.DataFrame(
+        {
+            "image": [f"{k:04d}.jpg" for k in range(len(ids))],
+            "species": "whale",
+            "individual_id": ids,
+        }
+    )
 
 
 @pytest.mark.parametrize("n_folds", [2, 3, 5])

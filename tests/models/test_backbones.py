@@ -44,8 +44,9 @@ def _bn_mismatch(model: nn.Module, image: torch.Tensor) -> float:
         var = inputs[0].var(dim=(0, 2, 3))
         scores.append(((var + 1e-5) / (module.running_var + 1e-5)).log().abs().median().item())
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, nn.BatchNorm2d)]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+    ]
     with torch.no_grad():
         model.eval()(image)
     for handle in handles:
@@ -100,8 +101,7 @@ def _timm_checkpoint(tmp_path: Path, name: str, filename: str) -> dict[str, torc
     return state
 
 
-@pytest.mark.parametrize("filename", ["mobilenetv2_100.pth",
-                                      "mobilenetv2_100/model.safetensors"])
+@pytest.mark.parametrize("filename", ["mobilenetv2_100.pth", "mobilenetv2_100/model.safetensors"])
 def test_local_checkpoint_in_weights_dir_wins(tmp_path: Path, filename: str) -> None:
     state = _timm_checkpoint(tmp_path, "mobilenetv2_100", filename)
     model, source = create_backbone("mobilenetv2_100", "auto", str(tmp_path))
@@ -135,6 +135,10 @@ def test_offline_without_weights_names_the_options(monkeypatch: pytest.MonkeyPat
         create_backbone("resnet18", "auto", None)
     message = str(err.value)
     assert "offline" in message
-    for option in ("weights_dir", "model.pretrained=", "WILDID_ALLOW_DOWNLOAD",
-                   "model.pretrained=none"):
+    for option in (
+        "weights_dir",
+        "model.pretrained=",
+        "WILDID_ALLOW_DOWNLOAD",
+        "model.pretrained=none",
+    ):
         assert option in message

@@ -44,8 +44,9 @@ def test_subcenter_cosine_is_the_closest_centre() -> None:
 def test_build_loss_config() -> None:
     loss = build_loss(LossConfig(dynamic_margin=True, subcenters=2), 3, [1, 4, 9], 8)
     assert loss.head.weight.shape == (6, 8)
-    assert torch.allclose(loss.head.margins, dynamic_margins(torch.tensor([1, 4, 9]),
-                                                              0.5, 0.25, 0.05))
+    assert torch.allclose(
+        loss.head.margins, dynamic_margins(torch.tensor([1, 4, 9]), 0.5, 0.25, 0.05)
+    )
     with pytest.raises(ValueError, match="class counts"):
         build_loss(LossConfig(), 3, [1, 2], 8)
 

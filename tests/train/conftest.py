@@ -12,8 +12,8 @@ import torch
 
 from wildid import pipeline
 from wildid.config import Config, load_config
-from wildid.crop import CropSet
-from wildid.data.synth import SynthSpec, synthesize
+from wildid.crop.boxes import CropSet
+from wildid.synth.render import SynthSpec, synthesize
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,10 +27,18 @@ class Tiny:
     def config(self, working: Path, *overrides: str) -> Config:
         """configs/mini.yaml shrunk to seconds: 48 px, batch 8, no loader workers, one
         thread (two threads on two shared cores wait on each other at every small op)."""
-        base = [f"data={self.root}", f"working={working}", "crop.size=64",
-                "train.image_size=48", "train.batch_size=8", "train.epochs=1",
-                "train.num_workers=0", "train.warmup_epochs=0.5", "embed.batch_size=32",
-                "train.threads=1"]
+        base = [
+            f"data={self.root}",
+            f"working={working}",
+            "crop.size=64",
+            "train.image_size=48",
+            "train.batch_size=8",
+            "train.epochs=1",
+            "train.num_workers=0",
+            "train.warmup_epochs=0.5",
+            "embed.batch_size=32",
+            "train.threads=1",
+        ]
         return load_config(ROOT / "configs" / "mini.yaml", [*base, *overrides])
 
 

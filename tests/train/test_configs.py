@@ -17,8 +17,7 @@ CPU = sorted((CONFIGS / "cpu").glob("*.yaml"))
 
 
 def test_the_plan_is_all_there() -> None:
-    assert {p.stem for p in GPU} == {"tf_efficientnet_b6_ns", "tf_efficientnetv2_l",
-                                     "eca_nfnet_l2"}
+    assert {p.stem for p in GPU} == {"tf_efficientnet_b6_ns", "tf_efficientnetv2_l", "eca_nfnet_l2"}
     assert {p.stem for p in CPU} == {"mobilenetv2_100", "efficientnet_lite0"}
 
 

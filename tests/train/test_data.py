@@ -53,8 +53,9 @@ def test_ranks_share_out_the_batches_of_one_process(mode: str) -> None:
     """Two processes see, between them, the batches one process would see with 2x the
     batches: every world-th one, no batch twice."""
     single = _epoch(EpochBatches(LABELS, 4, mode, m=2, seed=1), 0)
-    ranks = [_epoch(EpochBatches(LABELS, 4, mode, m=2, seed=1, rank=r, world=2), 0)
-             for r in range(2)]
+    ranks = [
+        _epoch(EpochBatches(LABELS, 4, mode, m=2, seed=1, rank=r, world=2), 0) for r in range(2)
+    ]
     assert len(ranks[0]) == len(ranks[1]) == len(single) // 2
     assert ranks[0] == single[0::2][: len(ranks[0])]
     assert ranks[1] == single[1::2][: len(ranks[1])]
@@ -110,6 +111,8 @@ def test_crop_kinds_must_list_the_same_images() -> None:
         TrainImages([["a.jpg", "b.jpg"], ["a.jpg"]], [0, 1], [0, 0], A.Compose([]))
     with pytest.raises(ValueError, match="one weight"):
         TrainImages([["a.jpg"], ["a.jpg"]], [0], [0], A.Compose([]), kind_ratios=[1.0])
+
+
 def test_batch_normalisation_matches_eval_transform() -> None:
     mean_std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from wildid.layout import RunLayout
+
 if TYPE_CHECKING:
     from conftest import Tiny
 
@@ -17,17 +19,34 @@ if TYPE_CHECKING:
 def test_two_processes_share_each_epoch(tiny: Tiny, tmp_path: Path) -> None:
     working = tmp_path / "working"
     config = tiny.config(working)
-    overrides = [f"data={tiny.root}", f"working={working}", "crop.size=64",
-                 "train.image_size=48", "train.batch_size=8", "train.epochs=1",
-                 "train.num_workers=0", "train.threads=1", "embed.batch_size=32"]
+    overrides = [
+        f"data={tiny.root}",
+        f"working={working}",
+        "crop.size=64",
+        "train.image_size=48",
+        "train.batch_size=8",
+        "train.epochs=1",
+        "train.num_workers=0",
+        "train.threads=1",
+        "embed.batch_size=32",
+    ]
     done = subprocess.run(
-        [sys.executable, "-m", "wildid.cli", "train", str(Path(__file__).parents[2] / "configs"
-                                                          / "mini.yaml"),
-         "--nproc", "2", *overrides],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "wildid.cli",
+            "train",
+            str(Path(__file__).parents[2] / "configs" / "mini.yaml"),
+            "--nproc",
+            "2",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    out = config.run_dir / "models" / "fold0"
+    out = RunLayout.of(config).root / "models" / "fold0"
     assert "best checkpoint" in done.stdout
     history = pd.read_csv(out / "history.csv")
     assert len(history) == 1 and history["val_map5"].notna().all()

@@ -10,14 +10,23 @@ import pytest
 import torch
 
 from wildid import pipeline
+from wildid.errors import RunConflictError
+from wildid.layout import RunLayout
 from wildid.train.engine import Trainer
 
 if TYPE_CHECKING:
     from conftest import Tiny
 
 # Every optional part of the engine at once, so the resume test covers their states too.
-FULL = ["train.epochs=2", "train.accumulate=2", "train.ema_decay=0.9", "loss.subcenters=2",
-        "loss.dynamic_margin=true", "loss.species_weight=0.5", "train.precision=bf16"]
+FULL = [
+    "train.epochs=2",
+    "train.accumulate=2",
+    "train.ema_decay=0.9",
+    "loss.subcenters=2",
+    "loss.dynamic_margin=true",
+    "loss.species_weight=0.5",
+    "train.precision=bf16",
+]
 
 
 class Killed(Exception):
@@ -61,15 +70,19 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     history = pd.read_csv(resumed.out_dir / "history.csv")
     assert list(history["epoch"]) == [1, 2]
     assert {"loss", "img_per_s", "val_map5", "lr"} <= set(history.columns)
-    pd.testing.assert_frame_equal(history.drop(columns=["seconds", "img_per_s"]),
-                                  pd.read_csv(whole.out_dir / "history.csv")
-                                  .drop(columns=["seconds", "img_per_s"]))
+    pd.testing.assert_frame_equal(
+        history.drop(columns=["seconds", "img_per_s"]),
+        pd.read_csv(whole.out_dir / "history.csv").drop(columns=["seconds", "img_per_s"]),
+    )
 
 
-@pytest.mark.parametrize("overrides", [
-    ["loss.name=proxy_anchor"],
-    ["loss.name=triplet", "train.sampler=m_per_class", "train.m_per_class=4"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss.name=proxy_anchor"],
+        ["loss.name=triplet", "train.sampler=m_per_class", "train.m_per_class=4"],
+    ],
+)
 def test_other_losses_train(tiny: Tiny, tmp_path: Path, overrides: list[str]) -> None:
     trainer = _trainer(Trainer, tiny, tmp_path, "train.precision=fp32", *overrides)
     before = trainer.module.net.neck[0].weight.detach().clone()
@@ -84,25 +97,30 @@ def test_checkpoint_of_other_classes_is_refused(tiny: Tiny, tmp_path: Path) -> N
     data = pipeline.train_data(tiny.crops, tiny.split, "fullbody")
     Trainer(config, data, tmp_path / "model").fit(progress=False)
     keep = [i for i, ind in enumerate(data.train_ids) if ind != data.train_ids[0]]
-    fewer = data.__class__([data.train_paths[i] for i in keep],
-                           [data.train_ids[i] for i in keep], data.val_paths, data.val_truths)
-    with pytest.raises(RuntimeError, match="classes differ"):
+    fewer = data.__class__(
+        [data.train_paths[i] for i in keep],
+        [data.train_ids[i] for i in keep],
+        data.val_paths,
+        data.val_truths,
+    )
+    with pytest.raises(RunConflictError, match="classes differ"):
         Trainer(config, fewer, tmp_path / "model").fit(progress=False)
 
 
 def test_pipeline_trains_each_configured_fold(tiny: Tiny, tmp_path: Path) -> None:
-    config = tiny.config(tmp_path / "working", "train.folds=3", "train.fold_ids=[0,2]",
-                         "train.epochs=0")
+    config = tiny.config(
+        tmp_path / "working", "train.folds=3", "train.fold_ids=[0,2]", "train.epochs=0"
+    )
     competition, split = pipeline.prepare(config)
     crops = pipeline.crop(config, competition, progress=False)
     best = pipeline.train(config, crops, split, progress=False)
-    assert best == [config.run_dir / "models" / f"fold{k}" / "best.pt" for k in (0, 2)]
+    assert best == [RunLayout.of(config).root / "models" / f"fold{k}" / "best.pt" for k in (0, 2)]
     assert all(path.is_file() for path in best)
-    folds = pd.read_csv(config.run_dir / "folds.csv")
+    folds = pd.read_csv(RunLayout.of(config).root / "folds.csv")
     assert sorted(folds["fold"].unique()) == [0, 1, 2]
     # Fold 2 trained on fold 2's train images (its classes), not fold 0's.
     fold2 = folds[(folds["fold"] == 2) & (folds["role"] == "train")]
-    classes = pd.read_csv(config.run_dir / "models" / "fold2" / "classes.csv")
+    classes = pd.read_csv(RunLayout.of(config).root / "models" / "fold2" / "classes.csv")
     assert set(classes["individual_id"]) == set(fold2["individual_id"])
     with pytest.raises(ValueError, match="fold_ids"):
         pipeline.train(tiny.config(tmp_path / "w2", "train.fold_ids=[1]"), crops, split)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from wildid.errors import WildidError
 from wildid.io import write_csv
 
 NEW_INDIVIDUAL = "new_individual"
@@ -38,7 +39,7 @@ SPECIES_FIXES = {
 }
 
 
-class DataError(ValueError):
+class DataError(WildidError, ValueError):
     """The competition folder is not usable; the message says where and how to fix it."""
 
 

@@ -8,6 +8,8 @@ stay in train, since as queries they could never be matched.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -112,6 +114,11 @@ def _balance(individuals: list[str], counts: pd.Series, n_folds: int) -> dict[st
         assigned[ind] = fold
         load[fold] += counts[ind]
     return assigned
+
+
+def read_folds(path: str | Path) -> pd.DataFrame:
+    """folds.csv as written by `make_folds` (every column a string but `fold`)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False).astype({"fold": int})
 
 
 def fold_split(folds: pd.DataFrame, fold: int) -> pd.DataFrame:

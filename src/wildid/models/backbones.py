@@ -20,8 +20,10 @@ import timm
 import torch
 from torch import nn
 
+from wildid.errors import WildidError
 
-class WeightsError(RuntimeError):
+
+class WeightsError(WildidError, RuntimeError):
     """No pretrained weights could be found for a backbone; the message lists the options."""
 
 
@@ -110,16 +112,25 @@ def load_checkpoint(model: nn.Module, path: Path) -> None:
     architecture must fail here, not train from a silently half-loaded network.
     """
     if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint file not found (model.pretrained or "
-                           "model.weights_dir points at it).")
+        raise WeightsError(
+            f"{path}: checkpoint file not found (model.pretrained or "
+            "model.weights_dir points at it)."
+        )
     state = read_state_dict(path)
     own = model.state_dict()
     if all(k in own for k in state if not k.startswith(CLASSIFIER_PREFIXES)):
-        missing = [k for k in own if k not in state and not k.startswith(CLASSIFIER_PREFIXES)
-                   and not k.endswith("num_batches_tracked")]
+        missing = [
+            k
+            for k in own
+            if k not in state
+            and not k.startswith(CLASSIFIER_PREFIXES)
+            and not k.endswith("num_batches_tracked")
+        ]
         if missing:
-            raise WeightsError(f"{path}: lacks {len(missing)} of the model's tensors "
-                               f"(first: {missing[0]}); wrong file for this backbone?")
+            raise WeightsError(
+                f"{path}: lacks {len(missing)} of the model's tensors "
+                f"(first: {missing[0]}); wrong file for this backbone?"
+            )
         model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     else:
         load_by_order(model, state, str(path))

@@ -38,15 +38,19 @@ class MetricLoss(nn.Module, ABC):
 class ArcFaceLoss(MetricLoss):
     """(Sub-center) ArcFace with a fixed margin or per-class dynamic margins."""
 
-    def __init__(self, config: LossConfig, num_classes: int, class_counts: Sequence[int],
-                 embedding_dim: int) -> None:
+    def __init__(
+        self, config: LossConfig, num_classes: int, class_counts: Sequence[int], embedding_dim: int
+    ) -> None:
         super().__init__()
         margin: float | torch.Tensor = config.margin
         if config.dynamic_margin:
-            margin = dynamic_margins(torch.as_tensor(class_counts), config.margin_a,
-                                     config.margin_lambda, config.margin_b)
-        self.head = ArcFaceHead(embedding_dim, num_classes, config.scale, margin,
-                                config.subcenters)
+            margin = dynamic_margins(
+                torch.as_tensor(class_counts),
+                config.margin_a,
+                config.margin_lambda,
+                config.margin_b,
+            )
+        self.head = ArcFaceHead(embedding_dim, num_classes, config.scale, margin, config.subcenters)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.head(embeddings, labels), labels)
@@ -58,12 +62,13 @@ class ArcFaceLoss(MetricLoss):
 class ProxyAnchorLoss(MetricLoss):
     """pytorch-metric-learning's ProxyAnchorLoss (Kim et al. 2020): one proxy per class."""
 
-    def __init__(self, config: LossConfig, num_classes: int, class_counts: Sequence[int],
-                 embedding_dim: int) -> None:
+    def __init__(
+        self, config: LossConfig, num_classes: int, class_counts: Sequence[int], embedding_dim: int
+    ) -> None:
         super().__init__()
-        self.loss = pml_losses.ProxyAnchorLoss(num_classes, embedding_dim,
-                                               margin=config.proxy_margin,
-                                               alpha=config.proxy_alpha)
+        self.loss = pml_losses.ProxyAnchorLoss(
+            num_classes, embedding_dim, margin=config.proxy_margin, alpha=config.proxy_alpha
+        )
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.loss(embeddings.float(), labels)
@@ -77,12 +82,14 @@ class TripletLoss(MetricLoss):
 
     needs_m_per_class = True
 
-    def __init__(self, config: LossConfig, num_classes: int, class_counts: Sequence[int],
-                 embedding_dim: int) -> None:
+    def __init__(
+        self, config: LossConfig, num_classes: int, class_counts: Sequence[int], embedding_dim: int
+    ) -> None:
         super().__init__()
         self.loss = pml_losses.TripletMarginLoss(margin=config.triplet_margin)
-        self.miner = pml_miners.TripletMarginMiner(margin=config.triplet_margin,
-                                                   type_of_triplets="semihard")
+        self.miner = pml_miners.TripletMarginMiner(
+            margin=config.triplet_margin, type_of_triplets="semihard"
+        )
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings = embeddings.float()
@@ -96,8 +103,9 @@ LOSSES: dict[str, Callable[..., MetricLoss]] = {
 }
 
 
-def build_loss(config: LossConfig, num_classes: int, class_counts: Sequence[int],
-               embedding_dim: int) -> MetricLoss:
+def build_loss(
+    config: LossConfig, num_classes: int, class_counts: Sequence[int], embedding_dim: int
+) -> MetricLoss:
     """The loss named by `config.name`; `class_counts[i]` = training images of class i."""
     if config.name not in LOSSES:
         raise ValueError(f"loss.name '{config.name}' unknown; choose one of {sorted(LOSSES)}.")

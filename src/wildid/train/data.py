@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
@@ -29,7 +28,7 @@ from pytorch_metric_learning.utils import common_functions as pml_common
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from wildid.data.dataset import ImageDataset, read_rgb
+from wildid.data.dataset import ImageDataset, loader_options, read_rgb
 from wildid.data.transforms import MeanStd, letterbox, train_transform
 
 
@@ -60,12 +59,15 @@ def load_letterboxed(
 ) -> np.ndarray:
     """Decode and letterbox every image once: uint8 (N, size, size, 3)."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    loader = DataLoader(ImageDataset(paths, transform=A.Compose(letterbox(size))),
-                        batch_size=64, num_workers=num_workers, collate_fn=_stack_arrays)
+    loader = DataLoader(
+        ImageDataset(paths, transform=A.Compose(letterbox(size))),
+        batch_size=64,
+        collate_fn=_stack_arrays,
+        **loader_options(num_workers),
+    )
     start = 0
-    for batch in tqdm(loader, desc="cache images", disable=not progress, unit="batch",
-                      leave=False):
-        out[start:start + len(batch)] = batch
+    for batch in tqdm(loader, desc="cache images", disable=not progress, unit="batch", leave=False):
+        out[start : start + len(batch)] = batch
         start += len(batch)
     return out
 
@@ -86,13 +88,21 @@ class TrainImages(Dataset):
     disk and letterboxed by `transform` itself.
     """
 
-    def __init__(self, paths_by_kind: Sequence[Sequence[str]], labels: Sequence[int],
-                 species: Sequence[int], transform: A.Compose, cache: np.ndarray | None = None,
-                 kind_ratios: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        paths_by_kind: Sequence[Sequence[str]],
+        labels: Sequence[int],
+        species: Sequence[int],
+        transform: A.Compose,
+        cache: np.ndarray | None = None,
+        kind_ratios: Sequence[float] | None = None,
+    ) -> None:
         self.paths = [list(paths) for paths in paths_by_kind]
         if not self.paths or len({len(paths) for paths in self.paths}) != 1:
-            raise ValueError("paths_by_kind must list the same images for every crop kind; "
-                             f"got lengths {[len(paths) for paths in self.paths]}.")
+            raise ValueError(
+                "paths_by_kind must list the same images for every crop kind; "
+                f"got lengths {[len(paths) for paths in self.paths]}."
+            )
         self.labels, self.species = list(labels), list(species)
         self.transform, self.cache = transform, cache
         self.kind_p = kind_probabilities(len(self.paths), kind_ratios)
@@ -103,8 +113,9 @@ class TrainImages(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         index, seed = key
         kind = int(np.random.default_rng([seed, 1]).choice(len(self.kind_p), p=self.kind_p))
-        image = (self.cache[kind, index] if self.cache is not None
-                 else read_rgb(self.paths[kind][index]))
+        image = (
+            self.cache[kind, index] if self.cache is not None else read_rgb(self.paths[kind][index])
+        )
         # One generator shared by all the transforms (albumentations' own set_random_seed
         # would give each transform the same stream, correlating their coin flips).
         self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
@@ -116,15 +127,11 @@ def kind_probabilities(kinds: int, ratios: Sequence[float] | None) -> np.ndarray
     """Sampling probability of each crop kind: `ratios` normalised, or uniform."""
     weights = np.ones(kinds) if ratios is None else np.asarray(ratios, dtype=float)
     if len(weights) != kinds or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"crop.ratios {list(weights)} must give one weight >= 0 per crop "
-                         f"kind ({kinds} kinds), not all zero.")
+        raise ValueError(
+            f"crop.ratios {list(weights)} must give one weight >= 0 per crop "
+            f"kind ({kinds} kinds), not all zero."
+        )
     return weights / weights.sum()
-
-
-def worker_init(_worker_id: int) -> None:
-    """Loader workers: one OpenCV/torch thread each, the cores belong to the model."""
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 @contextmanager
@@ -147,9 +154,17 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
     every world-th batch. Batches per process are a multiple of `accumulate`.
     """
 
-    def __init__(self, labels: Sequence[int], batch_size: int, mode: str = "random",
-                 m: int = 4, seed: int = 0, rank: int = 0, world: int = 1,
-                 accumulate: int = 1) -> None:
+    def __init__(
+        self,
+        labels: Sequence[int],
+        batch_size: int,
+        mode: str = "random",
+        m: int = 4,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        accumulate: int = 1,
+    ) -> None:
         super().__init__()
         self.labels = np.asarray(labels)
         self.batch_size, self.mode, self.m, self.seed = batch_size, mode, m, seed
@@ -157,12 +172,15 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
         self.epoch = 0
         if mode == "m_per_class":
             if batch_size % m:
-                raise ValueError(f"train.batch_size={batch_size} must be a multiple of "
-                                 f"train.m_per_class={m}.")
+                raise ValueError(
+                    f"train.batch_size={batch_size} must be a multiple of train.m_per_class={m}."
+                )
             classes = len(np.unique(self.labels))
             if m * classes < batch_size:
-                raise ValueError(f"m_per_class sampling needs m * individuals ({m} * {classes})"
-                                 f" >= batch_size ({batch_size}); lower train.batch_size.")
+                raise ValueError(
+                    f"m_per_class sampling needs m * individuals ({m} * {classes})"
+                    f" >= batch_size ({batch_size}); lower train.batch_size."
+                )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -183,6 +201,7 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
         seeds = rng.randint(0, 2**31 - 1, size=len(order))
         used = len(self) * self.world * self.batch_size
         pairs = np.stack([order[:used], seeds[:used]], axis=1).reshape(
-            len(self) * self.world, self.batch_size, 2)
-        for batch in pairs[self.rank::self.world]:
+            len(self) * self.world, self.batch_size, 2
+        )
+        for batch in pairs[self.rank :: self.world]:
             yield [(int(i), int(s)) for i, s in batch]

@@ -39,8 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif config.train.threads is None:  # share the cores, don't oversubscribe them
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            timeout=timedelta(hours=2))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
     try:
         rank = dist.get_rank()
         if rank != 0:

@@ -13,6 +13,7 @@ and DistributedDataParallel averages gradients; `train.batch_size` is per proces
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -33,14 +34,17 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from wildid.config import Config
+from wildid.data.dataset import loader_options
 from wildid.data.transforms import eval_transform
-from wildid.embed import embed_paths
+from wildid.errors import RunConflictError
+from wildid.evaluation.metrics import map_at_k
+from wildid.infer.embed import embed_paths
+from wildid.infer.openset import predict, tune_threshold
+from wildid.infer.retrieval import rank_individuals
 from wildid.io import atomic_path, write_csv
-from wildid.metrics import map_at_k
+from wildid.layout import differences, training_settings
 from wildid.models.losses import MetricLoss, build_loss
 from wildid.models.net import EmbeddingNet
-from wildid.openset import predict, tune_threshold
-from wildid.retrieval import rank_individuals
 from wildid.train.data import (
     EpochBatches,
     TrainImages,
@@ -48,7 +52,6 @@ from wildid.train.data import (
     cache_bytes,
     load_letterboxed,
     normalise_batch,
-    worker_init,
 )
 
 
@@ -80,6 +83,29 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: without them bf16 autocast on a CPU is emulated, and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """train.precision with "auto" decided for `device` (see TrainConfig.precision)."""
+    if name != "auto":
+        if name == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+            print(
+                "warning: train.precision=bf16 on a CPU without native bf16 is emulated "
+                "(about 9x slower here); train.precision=auto chooses fp32."
+            )
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
 def seed_everything(seed: int) -> None:
@@ -119,14 +145,20 @@ class TrainNet(nn.Module):
     centres, proxies) along with the network's. Losses run in float32 outside autocast.
     """
 
-    def __init__(self, net: EmbeddingNet, loss: MetricLoss, species_head: nn.Module | None,
-                 species_weight: float) -> None:
+    def __init__(
+        self,
+        net: EmbeddingNet,
+        loss: MetricLoss,
+        species_head: nn.Module | None,
+        species_weight: float,
+    ) -> None:
         super().__init__()
         self.net, self.loss, self.species_head = net, loss, species_head
         self.species_weight = species_weight
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor,
-                species: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor, species: torch.Tensor
+    ) -> torch.Tensor:
         embeddings = self.net(images)
         with torch.autocast(images.device.type, enabled=False):
             embeddings = embeddings.float()
@@ -150,6 +182,7 @@ class Trainer:
             torch.set_num_threads(tc.threads)
         seed_everything(tc.seed)
         self.device = resolve_device(tc.device)
+        self.precision = resolve_precision(tc.precision, self.device)
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.classes = sorted(set(data.train_ids))
@@ -178,10 +211,20 @@ class Trainer:
             weight_decay=tc.weight_decay,
         )
         if loss.needs_m_per_class and tc.sampler != "m_per_class" and self.rank == 0:
-            print(f"warning: loss.name={config.loss.name} learns from pairs within a batch; "
-                  "set train.sampler=m_per_class so every batch has some.")
-        self.batches = EpochBatches(self.labels, tc.batch_size, tc.sampler, tc.m_per_class,
-                                    tc.seed, self.rank, self.world, tc.accumulate)
+            print(
+                f"warning: loss.name={config.loss.name} learns from pairs within a batch; "
+                "set train.sampler=m_per_class so every batch has some."
+            )
+        self.batches = EpochBatches(
+            self.labels,
+            tc.batch_size,
+            tc.sampler,
+            tc.m_per_class,
+            tc.seed,
+            self.rank,
+            self.world,
+            tc.accumulate,
+        )
         if len(self.batches) == 0:
             raise ValueError(
                 f"{len(self.labels)} training images make no full batch of "
@@ -195,7 +238,7 @@ class Trainer:
             self.optimizer, warmup_cosine(total, warmup)
         )
         self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=tc.precision == "fp16" and self.device.type == "cuda"
+            self.device.type, enabled=self.precision == "fp16" and self.device.type == "cuda"
         )
         self.epoch, self.step = 0, 0
         self.history: list[dict] = []
@@ -228,8 +271,13 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.module.net
 
     def _weights(self) -> dict:
-        return {"model": self.eval_net.state_dict(), "loss": self.module.loss.state_dict(),
-                "classes": self.classes, "species": self.species_names}
+        return {
+            "model": self.eval_net.state_dict(),
+            "loss": self.module.loss.state_dict(),
+            "classes": self.classes,
+            "species": self.species_names,
+            "settings": json.dumps(training_settings(self.config), sort_keys=True),
+        }
 
     def save(self, path: Path, full: bool) -> None:
         if self.rank != 0:
@@ -239,9 +287,13 @@ class Trainer:
             state.update(
                 train=self.module.state_dict(),
                 ema=self.ema.state_dict() if self.ema is not None else {},
-                optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                scaler=self.scaler.state_dict(), epoch=self.epoch, step=self.step,
-                history=self.history, best_score=self.best_score,
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(),
+                epoch=self.epoch,
+                step=self.step,
+                history=self.history,
+                best_score=self.best_score,
             )
         with atomic_path(path, suffix=".pt") as tmp:
             torch.save(state, tmp)
@@ -251,18 +303,29 @@ class Trainer:
             return False
         state = torch.load(self.last_path, map_location=self.device, weights_only=True)
         if "train" not in state:
-            raise RuntimeError(f"{self.last_path}: written by an older wildid, cannot resume; "
-                               "delete the folder to start over.")
-        if list(state["classes"]) != self.classes:
             raise RuntimeError(
-                f"{self.last_path}: checkpoint classes differ from this data; "
+                f"{self.last_path}: written by an older wildid, cannot resume; "
                 "delete the folder to start over."
+            )
+        saved = json.loads(state["settings"]) if "settings" in state else None
+        diff = differences(saved, training_settings(self.config)) if saved is not None else []
+        if diff:
+            raise RunConflictError(
+                f"{self.last_path} was trained with other settings: {'; '.join(diff)}. Train "
+                "into another folder (another run name), or delete this one to start over."
+            )
+        if list(state["classes"]) != self.classes:
+            raise RunConflictError(
+                f"{self.last_path}: checkpoint classes differ from this data; train into "
+                "another folder (another run name), or delete this one to start over."
             )
         self.module.load_state_dict(state["train"])
         if self.ema is not None:
             if not state["ema"]:
-                raise RuntimeError(f"{self.last_path}: saved without EMA but train.ema_decay "
-                                   "is set; delete the folder or unset it.")
+                raise RuntimeError(
+                    f"{self.last_path}: saved without EMA but train.ema_decay "
+                    "is set; delete the folder or unset it."
+                )
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -282,28 +345,43 @@ class Trainer:
         kinds = list((self.data.train_kind_paths or {"": self.data.train_paths}).values())
         cache = None
         if cache_bytes(len(kinds) * len(kinds[0]), tc.image_size) <= tc.cache_gb * 2**30:
-            cache = np.stack([load_letterboxed(paths, tc.image_size, tc.num_workers, progress)
-                              for paths in kinds])
-        dataset = TrainImages(kinds, self.labels, self.species,
-                              augmentation(tc.image_size), cache, self.data.kind_ratios)
+            cache = np.stack(
+                [
+                    load_letterboxed(paths, tc.image_size, tc.num_workers, progress)
+                    for paths in kinds
+                ]
+            )
+        dataset = TrainImages(
+            kinds,
+            self.labels,
+            self.species,
+            augmentation(tc.image_size),
+            cache,
+            self.data.kind_ratios,
+        )
         self._loader = DataLoader(
-            dataset, batch_sampler=self.batches, num_workers=tc.num_workers,
-            worker_init_fn=worker_init, persistent_workers=tc.num_workers > 0,
+            dataset,
+            batch_sampler=self.batches,
+            **loader_options(tc.num_workers),
+            persistent_workers=tc.num_workers > 0,
             prefetch_factor=4 if tc.num_workers > 0 else None,
             pin_memory=self.device.type == "cuda",
         )
         return self._loader
 
     def _autocast(self) -> torch.autocast:
-        precision = self.config.train.precision
+        precision = self.precision
         dtype = torch.float16 if precision == "fp16" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype, enabled=precision != "fp32")
 
     def _seed_epoch(self) -> None:
         """RNG streams of this epoch (dropout, drop-path, any library's draws) from
         (seed, epoch, rank) alone: what makes a resumed epoch equal an uninterrupted one."""
-        seed = int(np.random.SeedSequence([self.config.train.seed, self.epoch, self.rank])
-                   .generate_state(1)[0])
+        seed = int(
+            np.random.SeedSequence([self.config.train.seed, self.epoch, self.rank]).generate_state(
+                1
+            )[0]
+        )
         seed_everything(seed)
 
     def train_epoch(self, progress: bool) -> float:
@@ -313,8 +391,13 @@ class Trainer:
         self.batches.set_epoch(self.epoch)
         total = torch.zeros((), device=self.device)
         micro = 0
-        bar = tqdm(self.loader(progress), desc=f"epoch {self.epoch + 1}/{tc.epochs}",
-                   disable=not progress, unit="batch", leave=False)
+        bar = tqdm(
+            self.loader(progress),
+            desc=f"epoch {self.epoch + 1}/{tc.epochs}",
+            disable=not progress,
+            unit="batch",
+            leave=False,
+        )
         for images, labels, species in bar:
             images = normalise_batch(images.to(self.device, non_blocking=True), self.mean_std)
             if not tc.channels_last:
@@ -347,17 +430,23 @@ class Trainer:
     def validate(self, progress: bool) -> dict[str, float]:
         if not self.data.val_paths or self.rank != 0:
             return {}
-        kwargs = {"batch_size": self.config.embed.batch_size, "flip_tta": False,
-                  "num_workers": self.config.train.num_workers, "device": self.device,
-                  "progress": False}
+        kwargs = {
+            "batch_size": self.config.embed.batch_size,
+            "flip_tta": False,
+            "num_workers": self.config.train.num_workers,
+            "device": self.device,
+            "progress": False,
+        }
         net = self.eval_net
         with self._autocast():
             gallery = embed_paths(net, self.data.train_paths, self.eval_tf, **kwargs)
             queries = embed_paths(net, self.data.val_paths, self.eval_tf, **kwargs)
-        ranking = rank_individuals(gallery, np.array(self.data.train_ids), queries,
-                                   self.config.retrieval.k)
-        threshold, _ = tune_threshold(ranking, self.data.val_truths,
-                                      self.config.retrieval.threshold_grid)
+        ranking = rank_individuals(
+            gallery, np.array(self.data.train_ids), queries, self.config.retrieval.k
+        )
+        threshold, _ = tune_threshold(
+            ranking, self.data.val_truths, self.config.retrieval.threshold_grid
+        )
         return {
             "val_map5": map_at_k(predict(ranking, threshold), self.data.val_truths),
             "val_map5_closed": map_at_k(predict(ranking, None), self.data.val_truths),
@@ -374,9 +463,14 @@ class Trainer:
             loss = self.train_epoch(progress)
             seconds = time.perf_counter() - start
             images = len(self.batches) * self.config.train.batch_size * self.world
-            row = {"epoch": self.epoch + 1, "loss": loss, "seconds": round(seconds, 1),
-                   "img_per_s": round(images / max(seconds, 1e-9), 1),
-                   "lr": self.optimizer.param_groups[0]["lr"], **self.validate(progress)}
+            row = {
+                "epoch": self.epoch + 1,
+                "loss": loss,
+                "seconds": round(seconds, 1),
+                "img_per_s": round(images / max(seconds, 1e-9), 1),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                **self.validate(progress),
+            }
             self.epoch += 1
             self.history.append(row)
             score = row.get("val_map5", -loss)
@@ -387,19 +481,26 @@ class Trainer:
             if self.rank == 0:
                 write_csv(pd.DataFrame(self.history), self.out_dir / "history.csv")
             if progress:
-                print("  " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in row.items()))
+                print(
+                    "  "
+                    + "  ".join(
+                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in row.items()
+                    )
+                )
             _barrier()
         if not self.best_path.is_file():  # zero epochs: the pretrained model is the result
             self.save(self.best_path, full=False)
             self.save(self.last_path, full=True)
         if self.rank == 0:
-            write_csv(pd.DataFrame({"class": range(len(self.classes)),
-                                    "individual_id": self.classes}),
-                      self.out_dir / "classes.csv")
+            write_csv(
+                pd.DataFrame({"class": range(len(self.classes)), "individual_id": self.classes}),
+                self.out_dir / "classes.csv",
+            )
         _barrier()
-        return TrainResult(self.out_dir, self.best_path, self.last_path,
-                           pd.DataFrame(self.history), self.classes)
+        return TrainResult(
+            self.out_dir, self.best_path, self.last_path, pd.DataFrame(self.history), self.classes
+        )
 
 
 def load_trained(config: Config, checkpoint: str | Path, device: torch.device) -> nn.Module:

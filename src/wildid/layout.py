@@ -1,0 +1,166 @@
+"""The one owner of a run's paths, and of the record of what a run was made from.
+
+Every path under `working/<run>/` and the run's submission files are spelled here and
+nowhere else:
+
+    working/<run>/
+      run.json              what shapes this run's models (see `training_settings`)
+      config.yaml           the resolved config of the latest run (describes metrics.json)
+      folds.csv, split.csv  validation roles
+      models/fold<k>/       best.pt, last.pt, history.csv, classes.csv, config.yaml
+      embeddings/fold<k>/   per-kind views and the combined train/test embeddings
+      metrics.json, breakdown.csv, threshold.png
+      <method>/             the same for other methods (baseline/)
+      pseudo/               pseudo-labelled competition (pseudo.out unset)
+    working/crops/<key>/    crops shared by runs with the same crop settings and photos
+    working/detect/<run>/   detector runs
+    submissions/<run>.csv   the trained model's submission; <run>_<method>.csv for others
+
+A run name is bound to the settings that trained it: `claim` refuses, before anything is
+written, a config whose training settings or data differ from the ones the folder was
+made with, and names the keys that differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wildid.config import Config
+from wildid.errors import RunConflictError
+from wildid.io import write_text
+
+# Keys that change how fast or where a run computes, never what it computes.
+RUNTIME_KEYS = {
+    "train": {"num_workers", "threads", "device", "cache_gb", "fold_ids"},
+    "detect": {"workers", "device", "predict_batch"},
+}
+DATA_FILES = ("train.csv", "sample_submission.csv", "boxes.csv")
+
+
+def training_settings(config: Config) -> dict[str, Any]:
+    """The settings that shape a run's trained models (what its name stands for)."""
+    dump = config.model_dump(mode="json")
+    sections = ["crop", "model", "loss", "train"]
+    if config.crop.source == "detector":
+        sections.append("detect")
+    settings: dict[str, Any] = {"data": str(Path(config.data).resolve())}
+    for name in sections:
+        drop = RUNTIME_KEYS.get(name, set())
+        settings[name] = {k: v for k, v in dump[name].items() if k not in drop}
+    return settings
+
+
+def data_digest(root: str | Path) -> str:
+    """SHA-256 of the competition's tables: a changed train set is other data."""
+    digest = hashlib.sha256()
+    for name in DATA_FILES:
+        path = Path(root) / name
+        digest.update(name.encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """`key old -> new` for every leaf that differs between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')} {old!r} -> {new!r}"]
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    working: Path
+    submissions: Path
+    name: str
+
+    @classmethod
+    def of(cls, config: Config) -> RunLayout:
+        return cls(Path(config.working), Path(config.submissions), config.name)
+
+    @property
+    def root(self) -> Path:
+        return self.working / self.name
+
+    @property
+    def record(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def split(self) -> Path:
+        return self.root / "split.csv"
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "folds.csv"
+
+    @property
+    def pseudo(self) -> Path:
+        return self.root / "pseudo"
+
+    def fold(self, k: int) -> Path:
+        """Where fold k's model trains: best.pt, last.pt, history.csv, config.yaml."""
+        return self.root / "models" / f"fold{k}"
+
+    def checkpoint(self, k: int = 0) -> Path:
+        return self.fold(k) / "best.pt"
+
+    def embeddings(self, k: int = 0) -> Path:
+        return self.root / "embeddings" / f"fold{k}"
+
+    def method(self, method: str) -> Path:
+        """metrics.json, breakdown.csv and threshold.png of one method."""
+        return self.root if method == "trained" else self.root / method
+
+    def submission(self, method: str = "trained") -> Path:
+        stem = self.name if method == "trained" else f"{self.name}_{method}"
+        return self.submissions / f"{stem}.csv"
+
+    def crops(self, key: str) -> Path:
+        return self.working / "crops" / key
+
+    def detector(self, run: str) -> Path:
+        return self.working / "detect" / run
+
+    def claim(self, config: Config) -> None:
+        """Bind this run's name to its training settings and data, or refuse.
+
+        Called before a run writes anything: a folder whose models were trained with other
+        settings or data is left untouched, and the error names what differs.
+        """
+        record = {"settings": training_settings(config), "data_digest": data_digest(config.data)}
+        old = self._recorded() if (self.root / "models").is_dir() else None
+        if old is not None:
+            diff = differences(old.get("settings"), record["settings"])
+            if old.get("data_digest") not in (None, record["data_digest"]):
+                diff.append(
+                    f"the tables in {config.data} (train.csv, sample_submission.csv, "
+                    "boxes.csv) changed since this run was trained"
+                )
+            if diff:
+                raise RunConflictError(
+                    f"{self.root} was made with other settings: {'; '.join(diff)}. Give this "
+                    f"run its own name (name={self.name}-2) to keep both, or delete "
+                    f"{self.root} to start it over."
+                )
+        write_text(self.record, json.dumps(record, indent=2))
+
+    def _recorded(self) -> dict[str, Any] | None:
+        if self.record.is_file():
+            return json.loads(self.record.read_text())
+        if self.config.is_file():  # a run from before run.json: its saved config stands in
+            from wildid.config import load_config
+
+            return {"settings": training_settings(load_config(self.config))}
+        return None

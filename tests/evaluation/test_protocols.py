@@ -1,0 +1,147 @@
+"""Tests for the closed- and open-set protocols: splits, masks, ranking and scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from wildid.data.competition import NEW_INDIVIDUAL
+from wildid.evaluation.protocols import (
+    calibration,
+    calibration_images,
+    closed_scores,
+    import_protocols,
+    open_scores,
+    rank,
+    side_mask,
+    tune,
+)
+
+
+def _catalogue(root: Path, individuals: int = 10, sightings: int = 4) -> Path:
+    shade = 0
+    for ind in range(individuals):
+        for s in range(sightings if ind % 3 else 1):  # every third has a single sighting
+            for side in ("left", "right"):
+                shade += 1
+                path = root / f"ind{ind}" / f"{100 + s}_{side}photo.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (8, 6), (shade % 256, shade * 7 % 256, 0)).save(path)
+    return root
+
+
+def test_import_protocols_splits_by_sighting(tmp_path: Path) -> None:
+    protocols = import_protocols(_catalogue(tmp_path / "src"), tmp_path / "out", r"^(\d+)_")
+    closed, open_ = protocols["closed"], protocols["open"]
+    assert NEW_INDIVIDUAL not in closed.truths
+    assert NEW_INDIVIDUAL in open_.truths
+    for p in protocols.values():
+        units = lambda t: set(zip(t["individual_id"], t["group"], strict=True))  # noqa: E731
+        assert not units(p.gallery) & units(p.queries)
+        assert set(p.gallery["side"]) == {"left", "right"}
+        assert all(Path(x).is_file() for x in p.queries["path"])
+    # single-sighting individuals are never closed-set queries
+    assert not set(closed.queries["individual_id"]) & {"ind0", "ind3", "ind6", "ind9"}
+
+
+def test_side_mask_allows_same_or_unknown_side() -> None:
+    mask = side_mask(pd.Series(["left", None]), pd.Series(["left", "right", None]))
+    assert mask.tolist() == [[True, False, True], [True, True, True]]
+
+
+def test_rank_keeps_best_photo_per_individual_and_skips_uncompared() -> None:
+    scores = np.array([[0.2, 0.9, 0.5, -np.inf]])
+    ranking = rank(scores, ["a", "b", "a", "c"])
+    assert ranking.labels == [["b", "a"]]
+    assert ranking.scores[0, :2].tolist() == pytest.approx([0.9, 0.5])
+    assert np.isneginf(ranking.scores[0, 2:]).all()  # padding, not "c"
+
+
+def test_closed_and_open_scores() -> None:
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.35]])
+    ranking = rank(scores, ["a", "b"])
+    truths = ["a", "a", NEW_INDIVIDUAL]
+    closed = closed_scores(ranking, truths)
+    assert closed["top1"] == 1 / 3
+    # short lists are padded with new_individual (third place here), as in submissions
+    assert np.isclose(closed["map5"], (1 + 0.5 + 1 / 3) / 3)
+    opened = open_scores(ranking, truths, threshold=0.5)
+    assert opened["baus"] == 1.0  # the weak third query is called new
+    assert opened["baks"] == 0.5  # of a's two queries, one is right at top-1
+
+
+def test_calibration_masks_own_sighting_and_marks_single_sighting_new() -> None:
+    gallery = pd.DataFrame(
+        {"individual_id": ["a", "a", "a", "b", "b"], "group": ["1", "1", "2", "7", "7"]}
+    )
+    cal = calibration(gallery, n=5)
+    assert cal.truths == ["a", "a", "a", NEW_INDIVIDUAL, NEW_INDIVIDUAL]
+    assert not cal.mask[0, 1] and cal.mask[0, 2] and not cal.mask[3, 4]
+
+
+def test_calibration_images_are_whole_sightings_of_the_pseudo_queries() -> None:
+    gallery = pd.DataFrame(
+        {
+            "image": ["p0", "p1", "p2", "p3", "p4", "p5"],
+            "individual_id": ["a", "a", "a", "b", "b", "c"],
+            "group": ["1", "1", "2", "1", "3", "4"],
+        }
+    )
+    cal = calibration(gallery, n=2, seed=1)
+    assert cal.rows.tolist() == [0, 4]  # pseudo-queries p0 (a, sighting 1) and p4 (b, 3)
+    # p1 is p0's near duplicate; p3 is another animal of the same encounter group
+    assert calibration_images(gallery, cal) == ["p0", "p1", "p4"]
+
+
+def test_tune_finds_a_threshold_separating_new_from_known() -> None:
+    gallery = pd.DataFrame(
+        {"individual_id": ["a", "a", "b", "b", "c"], "group": ["1", "2", "3", "4", "5"]}
+    )
+    cal = calibration(gallery, n=5)
+    # known rows match their other sighting at 0.9, c (single sighting) at most 0.3
+    scores = np.full((5, 5), 0.1)
+    for i, j in ((0, 1), (1, 0), (2, 3), (3, 2)):
+        scores[i, j] = 0.9
+    scores[4, 0] = 0.3
+    threshold = tune(scores, gallery["individual_id"].to_numpy(), cal)
+    assert 0.3 < threshold <= 0.9
+
+
+def test_expected_new_share_follows_the_protocol_design() -> None:
+    from wildid.evaluation.protocols import expected_new_share
+
+    assert expected_new_share(0.2, 0.2) == pytest.approx(0.2 / 0.36)
+    assert expected_new_share(0.0, 0.2) == 0.0
+    assert expected_new_share(1.0, 0.2) == 1.0
+
+
+def test_share_weights_give_new_queries_the_asked_share() -> None:
+    from wildid.evaluation.protocols import share_weights
+
+    truths = ["a", "b", "c", "new_individual"]
+    weights = share_weights(truths, 0.5)
+    assert weights[3] / weights.sum() == pytest.approx(0.5)
+    assert weights[:3] == pytest.approx([weights[0]] * 3)
+    assert share_weights(["a", "b"], 0.5) == pytest.approx([1.0, 1.0])  # no new: unweighted
+
+
+def test_weighted_tuning_calls_more_queries_new() -> None:
+    """Two known queries with strong matches and one new query matching weakly, plus one
+    known query matching as weakly as the new one: unweighted, the threshold keeps the weak
+    known query (2 of 3 known); with new queries weighted to 0.9, it calls both weak new."""
+    from wildid.evaluation.protocols import Calibration, tune
+
+    gallery_ids = np.array(["a", "b", "c", "d"])
+    scores = np.array(
+        [[0.9, 0.1, 0.1, 0.1], [0.1, 0.9, 0.1, 0.1], [0.1, 0.1, 0.5, 0.1], [0.1, 0.1, 0.1, 0.5]],
+        dtype=np.float32,
+    )
+    truths = ["a", "b", "c", "new_individual"]
+    cal = Calibration(np.arange(4), truths, np.ones_like(scores, dtype=bool))
+    low = tune(scores, gallery_ids, cal)
+    high = tune(scores, gallery_ids, cal, new_share=0.9)
+    assert low <= 0.5 < high  # new_individual goes first when the best score is below
