@@ -190,3 +190,15 @@ def test_a_user_error_in_any_stage_is_one_line_and_status_2(tmp_path: Path) -> N
         assert result.exit_code == 2, (command, result.output)
         assert "Traceback" not in result.output
         assert "did you mean 'lr'" in result.output
+
+
+def test_submit_without_a_file_names_the_choices(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "submissions").mkdir()
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / "submissions" / name).write_text("image,predictions\n")
+    result = _invoke("submit")
+    assert result.exit_code == 2
+    assert (
+        "a.csv, b.csv" in result.output and "wildid submit submissions/<run>.csv" in result.output
+    )

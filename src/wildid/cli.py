@@ -8,7 +8,7 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid validate SUBMISSION --data DIR      (exit 0 when valid)
     wildid score SUBMISSION SOLUTION           (last line: MAP@5 <value>)
     wildid ensemble CONFIG [key=value ...]     (ensemble.members=[runA,runB] ...)
-    wildid submit [SUBMISSION] [--data DIR] [-m MESSAGE]
+    wildid submit [SUBMISSION] [--data DIR] [-m MESSAGE]   (default: the only submissions/*.csv)
     wildid detect train CONFIG [key=value ...] (fullbody/backfin YOLO detector on boxes.csv)
     wildid detect crop CONFIG [key=value ...]  (detect every photo, crop what was found)
 """
@@ -213,9 +213,13 @@ def ensemble(config: ConfigArg, overrides: Overrides = None) -> None:
 
 @app.command()
 def submit(
-    submission: Annotated[Path, typer.Argument(help="the CSV to submit")] = Path(
-        "submissions/submission.csv"
-    ),
+    submission: Annotated[
+        Path | None,
+        typer.Argument(
+            help="the CSV to submit, e.g. submissions/<run>.csv (default: the "
+            "only CSV in submissions/)"
+        ),
+    ] = None,
     message: Annotated[
         str, typer.Option("--message", "-m", help="submission description")
     ] = "wildid",
@@ -229,6 +233,17 @@ def submit(
     from wildid.kaggle import KaggleError
     from wildid.kaggle import submit as kaggle_submit
 
+    if submission is None:
+        found = sorted(Path("submissions").glob("*.csv"))
+        if len(found) != 1:
+            _fail(
+                KaggleError(
+                    f"submissions/ holds {len(found)} CSV files "
+                    f"({', '.join(p.name for p in found) or 'none'}); name the one "
+                    "to upload: wildid submit submissions/<run>.csv"
+                )
+            )
+        submission = found[0]
     try:
         output = kaggle_submit(submission, message, competition, data)
     except (KaggleError, DataError) as err:
