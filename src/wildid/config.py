@@ -66,6 +66,10 @@ class DetectConfig(Section):
     # A model yaml (random init: no download, e.g. yolov8n.yaml, yolo11n.yaml) or a path to
     # weights (.pt) to fine-tune, e.g. a public Happywhale backfin YOLOv8 checkpoint.
     model: str = "yolov8n.yaml"
+    # A .pt is a pickle, which can run code when loaded: it is refused unless it holds only
+    # model layers and plain data (wildid.crop.detector.weights). True loads it unchecked;
+    # set it only for a file from a source you trust.
+    trust_weights: bool = False
     # Outputs in <working>/detect/<run>/. None: <model stem>-<fingerprint of this section and
     # the boxes>, so a changed config trains beside an earlier detector, never over it.
     run: str | None = None

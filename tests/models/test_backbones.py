@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import statistics
 from pathlib import Path
 
@@ -142,3 +143,22 @@ def test_offline_without_weights_names_the_options(monkeypatch: pytest.MonkeyPat
         "model.pretrained=none",
     ):
         assert option in message
+
+
+class _WritesOnUnpickle:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_crafted_checkpoint_as_pretrained_runs_no_code(tmp_path: Path) -> None:
+    """model.pretrained / weights_dir files load with weights_only: a pickle's call is refused."""
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": _WritesOnUnpickle(marker)}, tmp_path / "resnet18.pth")
+    with pytest.raises(pickle.UnpicklingError):
+        create_backbone("resnet18", str(tmp_path / "resnet18.pth"))
+    with pytest.raises(pickle.UnpicklingError):
+        create_backbone("resnet18", "auto", str(tmp_path))
+    assert not marker.exists()

@@ -22,6 +22,7 @@ from wildid.config import Config, DetectConfig
 from wildid.crop.boxes import CropSet, make_crops
 from wildid.crop.detector.train import CLASSES, Detector, keep_threads, ultralytics_env, yolo_device
 from wildid.crop.detector.train import train as train_detector
+from wildid.crop.detector.weights import check_weights
 from wildid.data.competition import Competition
 from wildid.io import write_csv
 
@@ -85,7 +86,7 @@ def detect_boxes(
     ]
     if jobs:
         with ultralytics_env() as YOLO:
-            model = YOLO(str(detector.weights))
+            model = YOLO(str(check_weights(detector.weights, dc.trust_weights)))
             model.add_callback("on_predict_start", keep_threads(torch.get_num_threads()))
             chunks = [jobs[i : i + dc.predict_batch] for i in range(0, len(jobs), dc.predict_batch)]
             for chunk in tqdm(chunks, desc="detect", disable=not progress, unit="batch"):

@@ -10,7 +10,8 @@ animals the detector never saw. Outputs in `<working>/detect/<run>/`: `train/wei
 
 Ultralytics is made to behave offline and to share the machine: the font it wants for
 plots is pointed at a local one (it would otherwise ask the network for Arial.ttf), plots
-are off, and the torch thread count it changes on CPU is restored afterwards.
+are off, and the torch thread count it changes on CPU is restored afterwards. Every .pt
+goes through `weights.check_weights` before ultralytics unpickles it (detect.trust_weights).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 from wildid import cache
 from wildid.config import Config, DetectConfig
+from wildid.crop.detector.weights import check_weights
 from wildid.data.competition import Competition, DataError
 from wildid.data.folds import _hold_out
 from wildid.io import write_text
@@ -193,7 +195,8 @@ def export_dataset(
 def _fingerprint(config: Config, competition: Competition) -> str:
     boxes = competition.boxes
     return cache.fingerprint(
-        config.detect.model_dump(exclude={"conf", "iou", "predict_batch"}),
+        # trust_weights decides whether a file loads, not what it computes.
+        config.detect.model_dump(exclude={"conf", "iou", "predict_batch", "trust_weights"}),
         str(competition.root.resolve()),
         cache.file_identity(competition.root / "train.csv"),
         None if boxes is None else int(pd.util.hash_pandas_object(boxes).sum()),
@@ -222,14 +225,14 @@ def _fit(YOLO: Any, dc: DetectConfig, data_yaml: Path, out: Path, resume: bool) 
         "plots": False,
     }
     if resume and last.is_file():
-        model = YOLO(str(last))
+        model = YOLO(str(check_weights(last, dc.trust_weights)))
         model.add_callback("on_train_start", keep_threads(torch.get_num_threads()))
         model.train(resume=str(last), **common)
         return
     if dc.model.endswith(".pt"):
         local_weights(dc.model)
     shutil.rmtree(out / "train", ignore_errors=True)
-    model = YOLO(dc.model)
+    model = YOLO(str(check_weights(dc.model, dc.trust_weights)))
     model.add_callback("on_train_start", keep_threads(torch.get_num_threads()))
     model.train(
         imgsz=dc.imgsz,
@@ -247,7 +250,7 @@ def _fit(YOLO: Any, dc: DetectConfig, data_yaml: Path, out: Path, resume: bool) 
 
 def evaluate(YOLO: Any, weights: Path, data_yaml: Path, dc: DetectConfig, out: Path) -> dict:
     """mAP50 per class (and overall) of `weights` on the held-out images."""
-    model = YOLO(str(weights))
+    model = YOLO(str(check_weights(weights, dc.trust_weights)))
     result = model.val(
         data=str(data_yaml),
         split="val",
@@ -276,7 +279,8 @@ def train(config: Config, competition: Competition, progress: bool = True) -> De
     """
     out, dc = run_dir(config, competition), config.detect
     if dc.epochs == 0:  # a detector trained elsewhere, used as it is
-        return Detector(out, local_weights(dc.model), {"model": dc.model, "trained": False})
+        weights = check_weights(local_weights(dc.model), dc.trust_weights)  # refused early
+        return Detector(out, weights, {"model": dc.model, "trained": False})
     key = _fingerprint(config, competition)
     weights = out / "train" / "weights" / "best.pt"
     if cache.is_done(out, key) and weights.is_file():
