@@ -29,6 +29,11 @@ the headline) and takes its fusion weight from the open run: chosen there on hel
 calibration rows that are not closed queries. Run alone (`--protocols closed`), it chooses
 the weight on its own trained-on, inflated rows.
 
+The methods live in the package: `wildid.matching.fusion` (shortlist, pair cache,
+fusion weight), `wildid.matching.sightings` (the `--per-sighting` rows) and
+`wildid.evaluation.protocols` (flank masks and classes, calibration and its training
+hold-out, scoring); this script makes their inputs, calls them and writes the tables.
+
 Writes working/bench/quality/results.md, results.json and matches_<protocol>.png (sampled
 queries with the trained model's top matches); the last line printed is JSON.
 """
@@ -55,7 +60,7 @@ from wildid.cache import fingerprint
 from wildid.config import Config, ModelConfig, load_config
 from wildid.crop.boxes import crop_image, expand_box
 from wildid.crop.saliency import CamConfig, cam_boxes
-from wildid.data.competition import NEW_INDIVIDUAL, Competition
+from wildid.data.competition import Competition
 from wildid.data.dataset import read_rgb
 from wildid.data.transforms import eval_transform
 from wildid.evaluation.plots import match_gallery
@@ -63,24 +68,29 @@ from wildid.evaluation.protocols import (
     Calibration,
     Protocol,
     calibration,
-    calibration_images,
-    closed_scores,
+    calibration_scores,
     expected_new_share,
+    flank_classes,
     import_protocols,
-    open_scores,
+    protocol_scores,
+    query_scores,
     rank,
-    side_mask,
-    tune,
+    training_exclusion,
 )
 from wildid.infer.embed import embed_paths
 from wildid.io import atomic_path, write_csv, write_text
 from wildid.layout import RunLayout
-from wildid.matching.local import LocalConfig, extract_paths, match_pairs
+from wildid.matching.fusion import PairCache, fuse, fusion_weights, shortlist
+from wildid.matching.local import LocalConfig, extract_paths
+from wildid.matching.sightings import (
+    one_individual_per_sighting,
+    pool_by_sighting,
+    pool_calibration,
+)
 from wildid.models.net import EmbeddingNet
 from wildid.train.engine import load_trained, resolve_device
 
 BASELINES = ("mobilenetv2_100", "efficientnet_lite0")
-FUSION_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -235,22 +245,6 @@ def untrained_features(
     return dict(zip(images, vectors, strict=True))
 
 
-def trains_on_calibration(protocol: Protocol) -> bool:
-    """Whether the protocol's trained model trained on its calibration rows (closed only)."""
-    return protocol.name == "closed"
-
-
-def training_exclusion(protocol: Protocol, cal: Calibration) -> list[str]:
-    """Gallery photos the protocol's trained model must not train on.
-
-    Open: every photo of the calibration sightings, so the new_individual threshold is
-    tuned on similarities the model was not fitted to (trained-on pseudo-queries looked
-    far more alike than real new queries and the threshold was badly off). Closed: none;
-    it needs no threshold, and its headline top-1 keeps every gallery photo for training.
-    """
-    return [] if trains_on_calibration(protocol) else calibration_images(protocol.gallery, cal)
-
-
 def pipeline_config(
     protocol: Protocol, args: argparse.Namespace, out: Path, exclude: Sequence[str] = ()
 ) -> Config:
@@ -316,181 +310,7 @@ def trained_features(
     }
 
 
-def flank_classes(split: pd.DataFrame, gallery: pd.DataFrame) -> pd.DataFrame:
-    """Train each (individual, flank) as its own class: the two flanks of a nyala carry
-    different stripes, so one ArcFace centre for both must average two unrelated patterns.
-    Retrieval still scores individuals; photos of unknown flank keep their individual."""
-    sides = dict(zip(gallery["image"], gallery["side"], strict=True))
-    split = split.copy()
-    side = split["image"].map(sides)
-    flank = side.notna()
-    split["individual_id"] = split["individual_id"].where(
-        ~flank, split["individual_id"] + "_" + side.astype(str)
-    )
-    if "val_truth" in split:
-        known = flank & (split["val_truth"] != NEW_INDIVIDUAL)
-        split["val_truth"] = split["val_truth"].where(~known, split["val_truth"] + "_" + side)
-    return split
-
-
-def cosine(features: dict[str, np.ndarray], rows: pd.Series, gallery: pd.Series) -> np.ndarray:
-    a = np.stack([features[i] for i in rows])
-    b = np.stack([features[i] for i in gallery])
-    return (a @ b.T).astype(np.float32)
-
-
-def query_scores(features: dict[str, np.ndarray], protocol: Protocol) -> np.ndarray:
-    """(queries x gallery) cosine of one method's features, -inf across flanks."""
-    g, q = protocol.gallery, protocol.queries
-    return np.where(
-        side_mask(q["side"], g["side"]), cosine(features, q["image"], g["image"]), -np.inf
-    )
-
-
-def shortlist(scores: np.ndarray, n: int) -> list[np.ndarray]:
-    """Top-n allowed (finite) gallery columns of each row."""
-    rows = []
-    for row in scores:
-        order = np.argsort(-row, kind="stable")[:n]
-        rows.append(order[np.isfinite(row[order])])
-    return rows
-
-
-class PairCache:
-    """Inlier counts by (query image, gallery image): the SIFT and fusion shortlists
-    overlap, and matching is the slow part."""
-
-    def __init__(
-        self,
-        sift: dict,
-        config: LocalConfig,
-        workers: int,
-        progress: bool,
-        file: Path | None = None,
-    ) -> None:
-        self.sift, self.config, self.workers, self.progress = sift, config, workers, progress
-        self.counts: dict[tuple[str, str], int] = {}
-        self.file = file
-        if file is not None and file.is_file():
-            table = pd.read_csv(file, dtype={"query": str, "gallery": str})
-            self.counts = dict(
-                zip(
-                    zip(table["query"], table["gallery"], strict=True),
-                    table["inliers"].astype(int),
-                    strict=True,
-                )
-            )
-
-    def save(self) -> None:
-        """Keep the counts on disk (keyed by the matcher settings in the file name): a re-run
-        with other fusion or protocol settings then skips the slow matching."""
-        if self.file is not None:
-            keys = list(self.counts)
-            write_csv(
-                pd.DataFrame(
-                    {
-                        "query": [k[0] for k in keys],
-                        "gallery": [k[1] for k in keys],
-                        "inliers": list(self.counts.values()),
-                    }
-                ),
-                self.file,
-            )
-
-    def matrix(
-        self, rows: pd.Series, gallery: pd.Series, candidates: list[np.ndarray]
-    ) -> np.ndarray:
-        """(rows x gallery) inlier counts, -1 where not matched."""
-        rows, gallery = rows.to_numpy(), gallery.to_numpy()
-        todo = [
-            (r, [g for g in cand if (rows[r], gallery[g]) not in self.counts])
-            for r, cand in enumerate(candidates)
-        ]
-        todo = [(r, c) for r, c in todo if c]
-        if todo:
-            queries = [self.sift[rows[r]] for r, _ in todo]
-            results = match_pairs(
-                queries,
-                [self.sift[g] for g in gallery],
-                [c for _, c in todo],
-                self.config,
-                self.workers,
-                self.progress,
-            )
-            for (r, cand), counts in zip(todo, results, strict=True):
-                for g, n in zip(cand, counts, strict=True):
-                    self.counts[(rows[r], gallery[g])] = int(n)
-            self.save()
-        out = np.full((len(rows), len(gallery)), -1, dtype=np.float32)
-        for r, cand in enumerate(candidates):
-            for g in cand:
-                out[r, g] = self.counts[(rows[r], gallery[g])]
-        return out
-
-
-def fuse(cos: np.ndarray, counts: np.ndarray, weight: float) -> np.ndarray:
-    return cos + weight * np.log1p(np.maximum(counts, 0))
-
-
-def choose_weight(
-    cal_cos: np.ndarray,
-    cal_counts: np.ndarray,
-    ids: np.ndarray,
-    cal: Calibration,
-    keep: np.ndarray | None = None,
-) -> float:
-    """The fusion weight with the best leave-one-sighting-out MAP@5 on known gallery rows
-    (those of them in `keep`, a mask over the calibration rows); 0 (no fusion) if none."""
-    known = np.array([t != NEW_INDIVIDUAL for t in cal.truths], dtype=bool)
-    if keep is not None:
-        known &= keep
-    if not known.any():
-        return 0.0
-    truths = [t for t, k in zip(cal.truths, known, strict=True) if k]
-    best = (-1.0, 0.0)
-    for w in FUSION_WEIGHTS:
-        scores = np.where(cal.mask, fuse(cal_cos, cal_counts, w), -np.inf)[known]
-        best = max(best, (closed_scores(rank(scores, ids), truths)["map5"], -w))
-    return -best[1]
-
-
 # --- one protocol -----------------------------------------------------------------------------
-
-
-def fusion_weights(
-    cal_cos: np.ndarray,
-    cal_counts: np.ndarray,
-    ids: np.ndarray,
-    cal: Calibration,
-    cal_images: pd.Series,
-    protocol: Protocol,
-    given: float | None,
-    closed_queries: Collection[str],
-) -> dict[str, float | str]:
-    """The trained+sift weight to use ("fusion_weight") and where it comes from.
-
-    A weight chosen on rows the model trained on is chosen on inflated cosines, so the
-    closed protocol uses `given` when the open run supplied one, keeping its own choice for
-    comparison only. With `closed_queries` (open protocol), the weight for the closed
-    protocol is chosen too, on the held-out rows less the closed queries' photos, so no
-    closed query's label touches it; the models share their recipe, hence their scale.
-    """
-    own = choose_weight(cal_cos, cal_counts, ids, cal)
-    inflated = trains_on_calibration(protocol)
-    out: dict[str, float | str] = {
-        "fusion_weight": own,
-        "fusion_weight_source": "trained-on calibration (inflated)"
-        if inflated
-        else "held-out calibration",
-    }
-    if given is not None:
-        out.update(
-            fusion_weight=given, fusion_weight_source="open run", fusion_weight_own_calibration=own
-        )
-    if closed_queries:
-        keep = ~cal_images.isin(set(closed_queries)).to_numpy()
-        out["fusion_weight_for_closed"] = choose_weight(cal_cos, cal_counts, ids, cal, keep)
-    return out
 
 
 def evaluate_protocol(
@@ -507,14 +327,10 @@ def evaluate_protocol(
     the one the open model was kept off in training; fusion arguments: `fusion_weights`."""
     g, q = protocol.gallery, protocol.queries
     ids = g["individual_id"].to_numpy()
-    allowed_q = side_mask(q["side"], g["side"])
-    allowed_c = side_mask(g["side"].iloc[cal.rows], g["side"]) & cal.mask
-    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, features in global_features.items():
-        scores[name] = (
-            np.where(allowed_q, cosine(features, q["image"], g["image"]), -np.inf),
-            np.where(allowed_c, cosine(features, g["image"].iloc[cal.rows], g["image"]), -np.inf),
-        )
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        name: (query_scores(features, protocol), calibration_scores(features, protocol, cal))
+        for name, features in global_features.items()
+    }
     extra: dict[str, float | str] = {}
     base = f"imagenet_{BASELINES[0]}"
     with timer(f"sift match {protocol.name}"):
@@ -540,55 +356,15 @@ def evaluate_protocol(
         scores["trained+sift"] = (fuse(tq, fq, weight), fuse(tc, fc, weight))
     results: dict[str, dict[str, float]] = {}
     for name, (sq, sc) in scores.items():
-        results[name] = _score(protocol, rank(sq, ids), sc, ids, cal, args.new_share)
-    if args.per_sighting and _one_individual_per_group(protocol):
-        cal_groups = g["group"].to_numpy()[cal.rows]
+        results[name] = protocol_scores(protocol, rank(sq, ids), sc, ids, cal, args.new_share)
+    if args.per_sighting and one_individual_per_sighting(pd.concat([g, q])):
         for name, (sq, sc) in scores.items():
             pq, individuals = pool_by_sighting(sq, ids, q["group"].to_numpy())
-            pc, _ = pool_by_sighting(np.where(cal.mask, sc, -np.inf), ids, cal_groups)
-            pooled_cal = Calibration(cal.rows, cal.truths, np.ones_like(pc, dtype=bool))
-            results[f"{name} [sighting]"] = _score(
+            pc, _, pooled_cal = pool_calibration(sc, ids, cal, g["group"].to_numpy())
+            results[f"{name} [sighting]"] = protocol_scores(
                 protocol, rank(pq, individuals), pc, individuals, pooled_cal, args.new_share
             )
     return results, extra
-
-
-def _score(
-    protocol: Protocol,
-    ranking,
-    cal_scores: np.ndarray,
-    ids: np.ndarray,
-    cal: Calibration,
-    new_share: float | None,
-) -> dict[str, float]:
-    if protocol.name == "closed":
-        return closed_scores(ranking, protocol.truths)
-    return open_scores(ranking, protocol.truths, tune(cal_scores, ids, cal, new_share=new_share))
-
-
-def _one_individual_per_group(protocol: Protocol) -> bool:
-    table = pd.concat([protocol.gallery, protocol.queries])
-    return bool((table.groupby("group")["individual_id"].nunique() == 1).all())
-
-
-def pool_by_sighting(
-    scores: np.ndarray, ids: np.ndarray, groups: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(rows x individuals) scores where each photo takes the mean, over the photos of its
-    sighting, of each individual's best score: one encounter's left and right photos vote
-    together. Only meaningful when a sighting holds one animal (checked by the caller)."""
-    individuals = np.unique(ids)
-    best = np.full((len(scores), len(individuals)), -np.inf, dtype=np.float32)
-    for k, individual in enumerate(individuals):
-        best[:, k] = scores[:, ids == individual].max(axis=1)
-    finite = np.where(np.isfinite(best), best, np.nan)
-    floor = np.nan_to_num(np.nanmin(finite, axis=1, keepdims=True), nan=0.0)
-    filled = np.where(np.isfinite(best), best, floor)
-    pooled = np.empty_like(filled)
-    for group in np.unique(groups):
-        members = groups == group
-        pooled[members] = filled[members].mean(axis=0)
-    return pooled, individuals
 
 
 # --- report -----------------------------------------------------------------------------------

@@ -18,19 +18,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+# The benchmark's own plumbing (boxes cache, timer, the trained run per protocol); run as
+# `python benchmarks/sweep_quality.py`, this script's folder is on the import path.
+import bench_quality as bq
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_quality as bq  # noqa: E402
-
-from wildid.config import load_config  # noqa: E402
-from wildid.evaluation.protocols import closed_scores, import_protocols, rank  # noqa: E402
-from wildid.io import write_text  # noqa: E402
+from wildid.config import load_config
+from wildid.evaluation.protocols import (
+    Protocol,
+    closed_scores,
+    import_protocols,
+    query_scores,
+    rank,
+)
+from wildid.io import write_text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +68,7 @@ def cost(overrides: list[str], config_path: str) -> float:
     return (mine.epochs * mine.image_size**2) / (base.epochs * base.image_size**2)
 
 
-def run_variant(variant: dict, protocol: bq.Protocol, args: argparse.Namespace) -> dict:
+def run_variant(variant: dict, protocol: Protocol, args: argparse.Namespace) -> dict:
     overrides = [str(o) for o in variant.get("overrides", [])]
     bench_args = argparse.Namespace(
         config=args.config,
@@ -79,7 +84,7 @@ def run_variant(variant: dict, protocol: bq.Protocol, args: argparse.Namespace) 
     )
     g = protocol.gallery
     figures = closed_scores(
-        rank(bq.query_scores(features, protocol), g["individual_id"].to_numpy()), protocol.truths
+        rank(query_scores(features, protocol), g["individual_id"].to_numpy()), protocol.truths
     )
     return {
         "name": variant["name"],

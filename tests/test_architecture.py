@@ -65,3 +65,8 @@ def test_every_error_class_shares_the_base() -> None:
         for name, value in inspect.getmembers(module, inspect.isclass):
             if name.endswith("Error") and value.__module__ == info.name:
                 assert issubclass(value, WildidError), f"{info.name}.{name}"
+
+
+def test_benchmarks_import_the_package_without_editing_sys_path() -> None:
+    for path in (SRC.parents[1] / "benchmarks").glob("*.py"):
+        assert "sys.path" not in path.read_text(), path

@@ -12,16 +12,15 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from wildid.evaluation.protocols import (
-    Calibration,
     calibration,
     calibration_images,
     import_protocols,
     load_protocol,
+    training_exclusion,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +113,7 @@ def test_training_split_drops_open_calibration_sightings_only(
     names = set()
     for protocol in protocols.values():
         cal = calibration(protocol.gallery, 4, 0)
-        exclude = bench_quality.training_exclusion(protocol, cal)
+        exclude = training_exclusion(protocol, cal)
         config = bench_quality.pipeline_config(protocol, _args(), tmp_path, exclude)
         competition, split = bench_quality.training_split(config, protocol, exclude, False)
         gallery = set(protocol.gallery["image"])
@@ -138,22 +137,3 @@ def test_training_split_drops_open_calibration_sightings_only(
         other = bench_quality.pipeline_config(protocol, _args(), tmp_path, exclude[:-1])
         assert (other.name != config.name) == bool(exclude)
     assert len(names) == 2
-
-
-def test_closed_fusion_weight_is_chosen_without_closed_queries() -> None:
-    """Row 0 needs SIFT (cosine ranks b first), row 1 is hurt by it: which rows may vote
-    decides the weight, so leaving out a closed query's row must change the choice."""
-    ids = np.array(["a", "b", "c", "d"])
-    cal = Calibration(np.array([0, 1]), ["a", "c"], np.ones((2, 4), dtype=bool))
-    cos = np.array([[0.8, 0.9, 0.0, 0.0], [0.0, 0.0, 0.9, 0.85]], dtype=np.float32)
-    counts = np.array([[50, 0, 0, 0], [0, 0, 0, 50]], dtype=np.float32)
-    images = pd.Series(["q0", "q1"])
-    protocol = bench_quality.Protocol("open", Path("."), pd.DataFrame(), pd.DataFrame())
-    mixed = bench_quality.fusion_weights(cos, counts, ids, cal, images, protocol, None, {"q1"})
-    assert mixed["fusion_weight_for_closed"] > 0  # only row 0 votes
-    alone = bench_quality.fusion_weights(cos, counts, ids, cal, images, protocol, None, {"q0"})
-    assert alone["fusion_weight_for_closed"] == 0.0  # only row 1 votes
-    closed = bench_quality.Protocol("closed", Path("."), pd.DataFrame(), pd.DataFrame())
-    given = bench_quality.fusion_weights(cos, counts, ids, cal, images, closed, 0.3, ())
-    assert given["fusion_weight"] == 0.3 and given["fusion_weight_source"] == "open run"
-    assert "fusion_weight_for_closed" not in given

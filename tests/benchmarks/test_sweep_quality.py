@@ -1,21 +1,23 @@
 """The settings sweep on the quality benchmark's closed set: rows, resume, bad variants,
-and the flank-class relabelling it can switch on."""
+and that it runs as a script (`flank_classes`, which it can switch on, is tested with the
+protocols)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
+import wildid
 from wildid.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sweep_quality = pytest.importorskip("sweep_quality")
-bench_quality = pytest.importorskip("bench_quality")
 
 FAST = ["train.image_size=64", "train.batch_size=8", "train.num_workers=0", "crop.size=96"]
 
@@ -72,22 +74,6 @@ def test_sweep_writes_a_row_per_variant_and_resumes(
     assert sweep_quality.main([*args, "--only", "one_epoch"]) == rows[:1]
 
 
-def test_flank_classes_split_each_individual_by_flank() -> None:
-    gallery = pd.DataFrame({"image": ["a", "b", "c", "d"], "side": ["left", "right", None, "left"]})
-    split = pd.DataFrame(
-        {
-            "image": ["a", "b", "c", "d"],
-            "individual_id": ["7", "7", "7", "8"],
-            "role": "train",
-            "val_truth": ["7", "7", "7", "new_individual"],
-        }
-    )
-    out = bench_quality.flank_classes(split, gallery)
-    assert out["individual_id"].tolist() == ["7_left", "7_right", "7", "8_left"]
-    assert out["val_truth"].tolist() == ["7_left", "7_right", "7", "new_individual"]
-    assert split["individual_id"].tolist() == ["7", "7", "7", "8"]  # input left alone
-
-
 def test_an_edited_variant_runs_again() -> None:
     done = {"a": {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": False}}
     assert sweep_quality._finished({"name": "a", "overrides": ["train.epochs=1"]}, done)
@@ -96,3 +82,20 @@ def test_an_edited_variant_runs_again() -> None:
         {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": True}, done
     )
     assert not sweep_quality._finished({"name": "b"}, done)
+
+
+def test_the_sweep_runs_as_a_script_without_editing_sys_path() -> None:
+    """`python benchmarks/sweep_quality.py` finds bench_quality next to it (the script's
+    folder is on the import path) and the package on PYTHONPATH; nothing else."""
+    env = {**os.environ, "PYTHONPATH": str(Path(wildid.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sweep_quality.py"), "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--variants" in done.stdout

@@ -11,13 +11,20 @@ from PIL import Image
 
 from wildid.data.competition import NEW_INDIVIDUAL
 from wildid.evaluation.protocols import (
+    Protocol,
     calibration,
     calibration_images,
+    calibration_scores,
     closed_scores,
+    flank_classes,
     import_protocols,
     open_scores,
+    protocol_scores,
+    query_scores,
     rank,
     side_mask,
+    training_exclusion,
+    trains_on_calibration,
     tune,
 )
 
@@ -145,3 +152,99 @@ def test_weighted_tuning_calls_more_queries_new() -> None:
     low = tune(scores, gallery_ids, cal)
     high = tune(scores, gallery_ids, cal, new_share=0.9)
     assert low <= 0.5 < high  # new_individual goes first when the best score is below
+
+
+def _protocol(name: str = "closed") -> Protocol:
+    """Gallery g0..g3 (a left, a right, b left, b unknown flank); queries q0 (a left, a
+    query) and q1 (right)."""
+    gallery = pd.DataFrame(
+        {
+            "image": ["g0", "g1", "g2", "g3"],
+            "individual_id": ["a", "a", "b", "b"],
+            "group": ["1", "2", "3", "4"],
+            "side": ["left", "right", "left", None],
+        }
+    )
+    queries = pd.DataFrame(
+        {
+            "image": ["q0", "q1"],
+            "individual_id": ["a", "c"],
+            "group": ["5", "6"],
+            "side": ["left", "right"],
+            "truth": ["a", NEW_INDIVIDUAL if name == "open" else "a"],
+        }
+    )
+    return Protocol(name, Path("."), gallery, queries)
+
+
+def _features() -> dict[str, np.ndarray]:
+    unit = {"x": [1.0, 0.0], "y": [0.0, 1.0], "xy": [0.6, 0.8]}
+    kinds = {"g0": "x", "g1": "x", "g2": "y", "g3": "xy", "q0": "x", "q1": "xy"}
+    return {image: np.array(unit[k], dtype=np.float32) for image, k in kinds.items()}
+
+
+def test_query_scores_are_cosines_within_a_flank() -> None:
+    scores = query_scores(_features(), _protocol())
+    assert scores.dtype == np.float32
+    # q0 (left): g1 is a right flank, never compared; g3's flank is unknown, compared
+    assert scores[0].tolist() == pytest.approx([1.0, -np.inf, 0.0, 0.6])
+    assert scores[1].tolist() == pytest.approx([-np.inf, 0.6, -np.inf, 1.0])
+
+
+def test_calibration_scores_mask_flanks_and_the_own_sighting() -> None:
+    protocol = _protocol()
+    cal = calibration(protocol.gallery, n=4)
+    scores = calibration_scores(_features(), protocol, cal)
+    assert scores.shape == (4, 4)
+    assert np.isneginf(np.diag(scores)).all()  # each row's own sighting (itself)
+    assert np.isneginf(scores[0, 1]) and scores[0, 2] == pytest.approx(0.0)  # flanks
+    assert scores[0, 3] == pytest.approx(0.6) and scores[3, 1] == pytest.approx(0.6)
+
+
+def test_only_the_open_model_leaves_its_calibration_sightings_out() -> None:
+    open_, closed = _protocol("open"), _protocol("closed")
+    gallery = pd.concat([open_.gallery, open_.gallery.iloc[:1].assign(image="g0b")])
+    open_ = Protocol("open", Path("."), gallery.reset_index(drop=True), open_.queries)
+    cal = calibration(open_.gallery, n=1, seed=1)
+    assert open_.gallery["image"].iloc[cal.rows].tolist() == ["g0b"]
+    assert trains_on_calibration(closed) and not trains_on_calibration(open_)
+    assert training_exclusion(closed, calibration(closed.gallery, n=2)) == []
+    # the pseudo-query g0b and its near duplicate g0 (same individual and sighting)
+    assert training_exclusion(open_, cal) == ["g0", "g0b"]
+
+
+def test_protocol_scores_tune_a_threshold_for_the_open_protocol_only() -> None:
+    ids = np.array(["a", "a", "b", "b"])
+    query = np.array([[0.9, 0.1, 0.2, 0.0], [0.3, 0.2, 0.1, 0.0]], dtype=np.float32)
+    closed = protocol_scores(_protocol("closed"), rank(query, ids), query, ids, None, None)
+    assert set(closed) == {"top1", "map5"} and closed["top1"] == 1.0
+    # calibration: a's second photo matches its first at 0.8; c-like rows only at 0.3
+    gallery = pd.DataFrame({"individual_id": ids, "group": ["1", "2", "3", "3"]})
+    cal = calibration(gallery, n=4)
+    cal_scores = np.array(
+        [[0, 0.8, 0.2, 0.2], [0.8, 0, 0.2, 0.2], [0.3, 0.3, 0, 0], [0.3, 0.3, 0, 0]],
+        dtype=np.float32,
+    )
+    opened = protocol_scores(_protocol("open"), rank(query, ids), cal_scores, ids, cal, None)
+    assert set(opened) == {"map5", "baks", "baus", "gmean", "threshold"}
+    assert 0.3 < opened["threshold"] <= 0.8
+    assert opened["threshold"] == tune(cal_scores, ids, cal)
+    assert opened["baks"] == 1.0 and opened["baus"] == 1.0  # q1 (0.3) is called new
+
+
+def test_flank_classes_split_each_individual_by_flank() -> None:
+    gallery = pd.DataFrame({"image": ["a", "b", "c", "d"], "side": ["left", "right", None, "left"]})
+    split = pd.DataFrame(
+        {
+            "image": ["a", "b", "c", "d"],
+            "individual_id": ["7", "7", "7", "8"],
+            "role": "train",
+            "val_truth": ["7", "7", "7", "new_individual"],
+        }
+    )
+    out = flank_classes(split, gallery)
+    assert out["individual_id"].tolist() == ["7_left", "7_right", "7", "8_left"]
+    assert out["val_truth"].tolist() == ["7_left", "7_right", "7", "new_individual"]
+    assert split["individual_id"].tolist() == ["7", "7", "7", "8"]  # input left alone
+    no_val = flank_classes(split.drop(columns="val_truth"), gallery)
+    assert "val_truth" not in no_val and no_val["individual_id"].iloc[1] == "7_right"

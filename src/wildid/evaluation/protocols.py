@@ -11,18 +11,20 @@ near-duplicate photos of one encounter never sit on both sides:
   MAP@5 with `new_individual`, and AnimalCLEF's BAKS, BAUS and their geometric mean.
 
 Every method hands in a dense (queries x gallery) score matrix, higher = more alike, and
--inf for pairs it did not compare (a shortlist, or another flank). The open-set
-`new_individual` threshold is tuned without touching the queries: gallery photos are
-matched leave-one-sighting-out against the rest of the gallery, where individuals seen in
-only that sighting play `new_individual` (`calibration`). A model trained on those photos
-would score its own pseudo-queries with inflated similarities and get a threshold that is
-off (nyala, before the fix: trained BAUS 0.17 against 0.87 untrained). So a trained model
-of the open protocol must not train on the calibration sightings (`calibration_images`:
-every photo of each pseudo-query's (individual, sighting), near duplicates included); they
-stay gallery entries, embedded like the rest. The cost is that training data, about
-`n` sightings. Pseudo-queries are new far less often than the open protocol's queries (a
-fifth against about half on nyala), so `tune` can weight them to the share of new queries
-the protocol's design implies (`expected_new_share`), which is known without any query.
+-inf for pairs it did not compare (a shortlist, or another flank; `query_scores` and
+`calibration_scores` make one from feature vectors), scored by `protocol_scores`. The
+open-set `new_individual` threshold is tuned without touching the queries: gallery photos
+are matched leave-one-sighting-out against the rest of the gallery, where individuals
+seen in only that sighting play `new_individual` (`calibration`). A model trained on those
+photos would score its own pseudo-queries with inflated similarities and get a threshold
+that is off (nyala, before the fix: trained BAUS 0.17 against 0.87 untrained). So a
+trained model of the open protocol must not train on the calibration sightings
+(`training_exclusion`, from `calibration_images`: every photo of each pseudo-query's
+(individual, sighting), near duplicates included); they stay gallery entries, embedded
+like the rest. The cost is that training data, about `n` sightings. Pseudo-queries are
+new far less often than the open protocol's queries (a fifth against about half on
+nyala), so `tune` can weight them to the share of new queries the protocol's design
+implies (`expected_new_share`), which is known without any query.
 """
 
 from __future__ import annotations
@@ -120,6 +122,47 @@ def side_mask(query_sides: pd.Series, gallery_sides: pd.Series) -> np.ndarray:
     return (q == g) | pd.isna(q) | pd.isna(g)
 
 
+def flank_classes(split: pd.DataFrame, gallery: pd.DataFrame) -> pd.DataFrame:
+    """Train each (individual, flank) as its own class: the two flanks of a nyala carry
+    different stripes, so one ArcFace centre for both must average two unrelated patterns.
+    Retrieval still scores individuals; photos of unknown flank keep their individual.
+
+    `split` is a training split (image, individual_id, optionally val_truth), `gallery` a
+    protocol's gallery (image, side); a copy comes back with `<individual>_<side>` labels
+    (`val_truth` too, unless new_individual). It lives with `side_mask` because the flank
+    is the protocol's file-name metadata (`load_protocol`), not a matching concept.
+    """
+    sides = dict(zip(gallery["image"], gallery["side"], strict=True))
+    split = split.copy()
+    side = split["image"].map(sides)
+    flank = side.notna()
+    split["individual_id"] = split["individual_id"].where(
+        ~flank, split["individual_id"] + "_" + side.astype(str)
+    )
+    if "val_truth" in split:
+        known = flank & (split["val_truth"] != NEW_INDIVIDUAL)
+        split["val_truth"] = split["val_truth"].where(~known, split["val_truth"] + "_" + side)
+    return split
+
+
+def cosine(
+    features: dict[str, np.ndarray], rows: pd.Series | list[str], gallery: pd.Series | list[str]
+) -> np.ndarray:
+    """(rows x gallery) dot products of the images' feature vectors (cosine when they are
+    L2-normalised, as embeddings are), float32."""
+    a = np.stack([features[i] for i in rows])
+    b = np.stack([features[i] for i in gallery])
+    return (a @ b.T).astype(np.float32)
+
+
+def query_scores(features: dict[str, np.ndarray], protocol: Protocol) -> np.ndarray:
+    """(queries x gallery) cosine of one method's features, -inf across flanks."""
+    g, q = protocol.gallery, protocol.queries
+    return np.where(
+        side_mask(q["side"], g["side"]), cosine(features, q["image"], g["image"]), -np.inf
+    )
+
+
 # --- ranking and scores ---------------------------------------------------------------------
 
 
@@ -189,6 +232,32 @@ def calibration_images(gallery: pd.DataFrame, cal: Calibration) -> list[str]:
     return gallery["image"].to_numpy()[(~cal.mask).any(axis=0)].tolist()
 
 
+def calibration_scores(
+    features: dict[str, np.ndarray], protocol: Protocol, cal: Calibration
+) -> np.ndarray:
+    """(calibration rows x gallery) cosine of one method's features, -inf across flanks
+    and on each pseudo-query's own sighting (`cal.mask`): `query_scores` for `cal`."""
+    g = protocol.gallery
+    allowed = side_mask(g["side"].iloc[cal.rows], g["side"]) & cal.mask
+    return np.where(allowed, cosine(features, g["image"].iloc[cal.rows], g["image"]), -np.inf)
+
+
+def trains_on_calibration(protocol: Protocol) -> bool:
+    """Whether the protocol's trained model trained on its calibration rows (closed only)."""
+    return protocol.name == "closed"
+
+
+def training_exclusion(protocol: Protocol, cal: Calibration) -> list[str]:
+    """Gallery photos the protocol's trained model must not train on.
+
+    Open: every photo of the calibration sightings, so the new_individual threshold is
+    tuned on similarities the model was not fitted to (trained-on pseudo-queries looked
+    far more alike than real new queries and the threshold was badly off). Closed: none;
+    it needs no threshold, and its headline top-1 keeps every gallery photo for training.
+    """
+    return [] if trains_on_calibration(protocol) else calibration_images(protocol.gallery, cal)
+
+
 def expected_new_share(
     new_fraction: float = PROTOCOLS["open"], test_fraction: float = TEST_FRACTION
 ) -> float:
@@ -236,3 +305,22 @@ def tune(
     weights = None if new_share is None else share_weights(cal.truths, new_share)
     threshold, _ = tune_threshold(ranking, cal.truths, grid, weights)
     return threshold
+
+
+# --- one method on one protocol ---------------------------------------------------------------
+
+
+def protocol_scores(
+    protocol: Protocol,
+    ranking: Ranking,
+    cal_scores: np.ndarray,
+    ids: np.ndarray | list[str],
+    cal: Calibration,
+    new_share: float | None,
+) -> dict[str, float]:
+    """A method's figures on the protocol: closed, `closed_scores` of `ranking`; open,
+    `open_scores` with the new_individual threshold `tune`d on `cal_scores` (calibration
+    rows x the columns `ids` names, which may be gallery photos or pooled individuals)."""
+    if protocol.name == "closed":
+        return closed_scores(ranking, protocol.truths)
+    return open_scores(ranking, protocol.truths, tune(cal_scores, ids, cal, new_share=new_share))
