@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wildid.cache import RECORD, file_identity, fingerprint, is_done, mark_done
+from wildid.cache import RECORD, file_identity, file_stamp, fingerprint, is_done, mark_done
 
 
 def test_fingerprint_is_stable_and_sensitive() -> None:
@@ -28,6 +28,16 @@ def test_file_identity_notices_a_replaced_file(tmp_path: Path) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same size, rewritten
     after = file_identity(path)
     assert after["size"] == before["size"] and after != before
+
+
+def test_file_stamp_is_size_and_mtime_or_none(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    assert file_stamp(path) is None
+    path.write_bytes(b"abc")
+    stamp = file_stamp(path)
+    assert stamp == (3, path.stat().st_mtime_ns)
+    os.utime(path, ns=(0, stamp[1] + 10**9))  # rewritten in place, same size
+    assert file_stamp(path) == (3, stamp[1] + 10**9)
 
 
 def test_done_only_after_mark_with_the_same_key(tmp_path: Path) -> None:

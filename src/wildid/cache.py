@@ -4,6 +4,9 @@ A stage records a fingerprint (a hash of the config sections and input files it 
 on) in `<out>/stage.json` after it finishes; a re-run with the same fingerprint skips
 the stage. A crash leaves no record, so the stage runs again (and resumes from its own
 checkpoints where it has them).
+
+A stage that caches per file instead (the crops: one per photo) compares `file_stamp`s,
+so a replaced photo is redone and the others are kept.
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ def file_identity(path: str | Path) -> dict[str, Any]:
         return {"path": str(path), "missing": True}
     stat = path.stat()
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def file_stamp(path: str | Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file, None if absent: the identity a per-file cache keeps."""
+    try:
+        stat = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def fingerprint(*parts: Any) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from wildid.config import CropConfig
@@ -106,26 +108,136 @@ def test_rerun_is_skipped_and_config_change_is_not(
         make_crops(comp, _config(size=40), tmp_path, progress=False)
 
 
-def test_changed_test_set_is_cropped_again(tiny_copy: Path, tmp_path: Path) -> None:
+REAL_CROP_ONE = crop_module._crop_one
+
+
+def _count_crops(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = None) -> list:
+    """Spy on `_crop_one`: the (photo, kind) of each crop made; raise after `fail_after`."""
+    calls = []
+
+    def spy(source: Path, target: Path, kind: str, *args: object) -> object:
+        if fail_after is not None and len(calls) == fail_after:
+            raise RuntimeError("interrupted")
+        calls.append((source.name, kind))
+        return REAL_CROP_ONE(source, target, kind, *args)
+
+    monkeypatch.setattr(crop_module, "_crop_one", spy)
+    return calls
+
+
+def test_removed_test_photo_is_dropped_and_nothing_recropped(
+    tiny_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     comp = load_competition(tiny_copy)
     first = make_crops(comp, _config(), tmp_path / "w", progress=False)
     for name in ("sample_submission.csv", "solution.csv"):  # one test image fewer
         lines = (tiny_copy / name).read_text().splitlines()
         (tiny_copy / name).write_text("\n".join(lines[:-1]) + "\n")
     fewer = load_competition(tiny_copy)
+    calls = _count_crops(monkeypatch)
     again = make_crops(fewer, _config(), tmp_path / "w", progress=False)
-    assert again.root != first.root
+    assert again.root == first.root and calls == []  # the folder outlives data edits
     assert (again.table["split"] == "test").sum() == len(fewer.test) == len(comp.test) - 1
+    gone = comp.test["image"].iloc[-1]
+    assert gone not in set(again.table["image"])
+    assert gone not in set(pd.read_csv(again.root / "crops.csv")["image"])
 
 
-def test_unfinished_crop_run_is_redone(tiny_comp: Path, tmp_path: Path) -> None:
+def test_deleted_crop_file_is_cropped_again(
+    tiny_comp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     comp = load_competition(tiny_comp)
     first = make_crops(comp, _config(), tmp_path, progress=False)
-    (first.root / "stage.json").unlink()  # as if killed before the end
     some = first.root / first.table["path"].iloc[0]
     some.unlink()
+    calls = _count_crops(monkeypatch)
     again = make_crops(comp, _config(), tmp_path, progress=False)
     assert again.root == first.root and some.is_file()
+    assert calls == [(first.table["image"].iloc[0], "fullbody")]
+
+
+def test_replaced_photo_is_cropped_again_and_the_rest_reused(
+    tiny_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    comp = load_competition(tiny_copy)
+    config = _config(kinds=["fullbody", "whole"])
+    first = make_crops(comp, config, tmp_path / "w", progress=False)
+    image = comp.train["image"].iloc[3]
+    photo = comp.image_path("train", image)
+    (crop,) = first.paths("train", "whole", pd.Series([image]))
+    before = Path(crop).read_bytes()
+    cv2.imwrite(str(photo), 255 - cv2.imread(str(photo)))  # same name, other pixels
+    stat = photo.stat()
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # coarse clocks
+    calls = _count_crops(monkeypatch)
+    again = make_crops(comp, config, tmp_path / "w", progress=False)
+    assert sorted(calls) == [(image, "fullbody"), (image, "whole")]
+    assert Path(crop).read_bytes() != before
+    assert len(again.table) == len(first.table)
+    others = again.table["image"] != image
+    assert again.table[others].equals(first.table[others])
+
+
+def test_changed_box_crops_that_photo_only(
+    tiny_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = make_crops(load_competition(tiny_copy), _config(), tmp_path / "w", progress=False)
+    boxes = pd.read_csv(tiny_copy / "boxes.csv", dtype={"image": str})
+    image = first.table["image"].iloc[5]
+    row = boxes.index[(boxes["image"] == image) & (boxes["kind"] == "fullbody")][0]
+    boxes.loc[row, "x1"] += 3  # still a valid box, 3 px narrower
+    boxes.to_csv(tiny_copy / "boxes.csv", index=False)
+    calls = _count_crops(monkeypatch)
+    again = make_crops(load_competition(tiny_copy), _config(), tmp_path / "w", progress=False)
+    assert calls == [(image, "fullbody")]
+    changed = (again.table["x1"] != first.table["x1"]).to_numpy()
+    assert again.table.loc[changed, "image"].tolist() == [image]
+
+
+def test_unchanged_rerun_crops_and_writes_nothing(
+    tiny_comp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    comp = load_competition(tiny_comp)
+    first = make_crops(comp, _config(), tmp_path, progress=False)
+    files = [first.root / "crops.csv", *(first.root / p for p in first.table["path"])]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    calls = _count_crops(monkeypatch)
+    again = make_crops(comp, _config(), tmp_path, progress=False)
+    assert calls == [] and again.table.equals(first.table)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def test_interrupted_run_resumes_with_the_photos_left(
+    tiny_comp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    comp = load_competition(tiny_comp)
+    total = len(comp.train) + len(comp.test)
+    done = _count_crops(monkeypatch, fail_after=7)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        make_crops(comp, _config(), tmp_path, progress=False)
+    assert len(done) == 7
+    rest = _count_crops(monkeypatch)
+    crops = make_crops(comp, _config(), tmp_path, progress=False)
+    assert len(rest) == total - 7 and not set(rest) & set(done)
+    assert len(crops.table) == total
+
+
+def test_progress_is_saved_every_few_crops(
+    tiny_comp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed outright (no exception handler runs) keeps what the manifest saved."""
+    comp = load_competition(tiny_comp)
+    monkeypatch.setattr(crop_module, "SAVE_EVERY", 4)
+    saved = []
+
+    def spy(*args: object) -> object:
+        manifest = Path(args[1]).parents[1] / "crops.csv"
+        saved.append(len(pd.read_csv(manifest)) if manifest.is_file() else 0)
+        return REAL_CROP_ONE(*args)
+
+    monkeypatch.setattr(crop_module, "_crop_one", spy)
+    make_crops(comp, _config(), tmp_path, progress=False)
+    assert saved[:10] == [0, 0, 0, 0, 4, 4, 4, 4, 8, 8]
 
 
 def test_unreadable_photo_is_named(tiny_copy: Path, tmp_path: Path) -> None:

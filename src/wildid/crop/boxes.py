@@ -5,15 +5,25 @@ or boxes a user brings), or none (`whole`: the photo itself). Crops are expanded
 margin, clipped to the photo and downscaled so their longer side is `crop.size`: training
 then reads small files, which keeps two CPU cores busy on the model, not on JPEG decoding.
 
-Output: `working/crops/<fingerprint>/<kind>/<image>` plus `crops.csv` (image, split, kind,
-path, x1, y1, x2, y2, source), where source says whether a box was used or the whole
-photo stood in for a missing one.
+Output: `working/crops/<key>/<kind>/<image>` plus the manifest `crops.csv` (image, split,
+kind, path, x1, y1, x2, y2, source, size, mtime_ns, width, height): the region cropped,
+whether a box was used or the whole photo stood in for a missing one, and the identity
+of the photo it was cut from (file size and mtime, pixel width and height).
+
+The folder's key is the crop settings and the competition folder only, so it outlives
+edits of the data. The cache is per crop: a crop is reused while its photo's size and
+mtime are unchanged and the region it would be cut from now (the current box, expanded
+for that photo) is the one recorded; a new or replaced photo, or one whose box changed,
+is cropped again. The manifest is rewritten atomically every `SAVE_EVERY` crops and at
+the end (also when the run fails), so a killed run resumes where it stopped. Photos no
+longer in the competition leave the manifest; their files stay.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -26,6 +36,28 @@ from wildid.data.competition import Competition
 from wildid.io import atomic_path, write_csv
 
 Box = tuple[int, int, int, int]
+SAVE_EVERY = 500  # crops between two rewrites of the manifest
+
+
+class Crop(NamedTuple):
+    """One row of the manifest: a crop, the region it was cut from, and its photo."""
+
+    image: str
+    split: str
+    kind: str
+    path: str  # relative to the crop folder
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    source: str  # box, whole, or fallback (no usable box: the whole photo)
+    size: int  # the photo file's size and mtime when it was cropped
+    mtime_ns: int
+    width: int  # the photo's pixel size
+    height: int
+
+
+COLUMNS = list(Crop._fields)
 
 
 @dataclass(frozen=True)
@@ -33,7 +65,7 @@ class CropSet:
     """The crops of a competition: one row per (image, kind), paths to cached files."""
 
     root: Path
-    table: pd.DataFrame  # image, split, kind, path, x1, y1, x2, y2, source
+    table: pd.DataFrame  # COLUMNS: image, split, kind, path, x1, y1, x2, y2, source, ...
 
     def paths(self, split: str, kind: str, images: pd.Series) -> list[str]:
         rows = self.table[(self.table["split"] == split) & (self.table["kind"] == kind)]
@@ -63,6 +95,19 @@ def crop_image(image: np.ndarray, box: Box, size: int) -> np.ndarray:
     return crop
 
 
+def crop_region(
+    kind: str, box: Box | None, margin: float, width: int, height: int
+) -> tuple[Box, str]:
+    """The region of a width x height photo to crop, and its source: box, whole, fallback."""
+    whole = (0, 0, width, height)
+    if kind == "whole" or box is None:
+        return whole, "whole" if kind == "whole" else "fallback"
+    region = expand_box(box, margin, width, height)
+    if region[2] - region[0] < 2 or region[3] - region[1] < 2:
+        return whole, "fallback"
+    return region, "box"
+
+
 def _box_lookup(boxes: pd.DataFrame | None) -> dict[tuple[str, str], Box]:
     if boxes is None:
         return {}
@@ -72,24 +117,43 @@ def _box_lookup(boxes: pd.DataFrame | None) -> dict[tuple[str, str], Box]:
     return {(i, k): tuple(c) for i, k, c in zip(best["image"], best["kind"], coords, strict=True)}
 
 
+def _unreadable(source: Path) -> OSError:
+    return OSError(f"{source}: cannot read image (missing or corrupt file).")
+
+
 def _crop_one(
     source: Path, target: Path, kind: str, box: Box | None, config: CropConfig
-) -> tuple[Box, str]:
+) -> tuple[Box, str, tuple[int, int]]:
+    """Crop `source` into `target`; return the region, its source and the photo's size."""
     image = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if image is None:
-        raise OSError(f"{source}: cannot read image (missing or corrupt file).")
+        raise _unreadable(source)
     height, width = image.shape[:2]
-    if kind == "whole" or box is None:
-        region, used = (0, 0, width, height), "whole" if kind == "whole" else "fallback"
-    else:
-        region, used = expand_box(box, config.margin, width, height), "box"
-        if region[2] - region[0] < 2 or region[3] - region[1] < 2:
-            region, used = (0, 0, width, height), "fallback"
+    region, used = crop_region(kind, box, config.margin, width, height)
     with atomic_path(target) as tmp:
         cv2.imwrite(
             str(tmp), crop_image(image, region, config.size), [cv2.IMWRITE_JPEG_QUALITY, 95]
         )
-    return region, used
+    return region, used, (width, height)
+
+
+def _read_manifest(path: Path) -> dict[tuple[str, str, str], Crop]:
+    """A previous run's crops by (image, split, kind); none if absent or of another format."""
+    if not path.is_file():
+        return {}
+    text = dict.fromkeys(["image", "split", "kind", "path", "source"], str)
+    table = pd.read_csv(path, dtype=text, keep_default_na=False)
+    if list(table.columns) != COLUMNS:
+        return {}
+    crops = (Crop(*row) for row in table.itertuples(index=False, name=None))
+    return {(c.image, c.split, c.kind): c for c in crops}
+
+
+def _reusable(crop: Crop, stamp: tuple[int, int], box: Box | None, margin: float) -> bool:
+    """Whether `crop` is what its photo (whose file is `stamp` now) and `box` would give."""
+    recorded = ((crop.x1, crop.y1, crop.x2, crop.y2), crop.source)
+    now = crop_region(crop.kind, box, margin, crop.width, crop.height)
+    return (crop.size, crop.mtime_ns) == stamp and now == recorded
 
 
 def make_crops(
@@ -99,44 +163,60 @@ def make_crops(
     boxes: pd.DataFrame | None = None,
     progress: bool = True,
 ) -> CropSet:
-    """Crop every train and test photo for each configured kind; skip if up to date."""
+    """Crop every train and test photo for each configured kind; reuse up-to-date crops."""
     boxes = (
         boxes if boxes is not None else (competition.boxes if config.source == "boxes" else None)
     )
-    # sample_submission.csv lists the test images: a changed test set must be re-cropped.
-    tables = ("train.csv", "sample_submission.csv", "boxes.csv")
-    inputs = [cache.file_identity(competition.root / n) for n in tables]
-    key = cache.fingerprint(
-        config.model_dump(),
-        str(competition.root.resolve()),
-        inputs,
-        None if boxes is None else pd.util.hash_pandas_object(boxes).sum(),
-    )
+    key = cache.fingerprint(config.model_dump(), str(competition.root.resolve()))
     root = Path(working) / "crops" / key
     manifest = root / "crops.csv"
-    if cache.is_done(root, key) and manifest.is_file():
-        return CropSet(root, pd.read_csv(manifest, dtype={"image": str}))
+    previous = _read_manifest(manifest)
     lookup = _box_lookup(boxes)
-    jobs = [
-        (split, image, kind)
-        for split, table in (("train", competition.train), ("test", competition.test))
-        for image in table["image"]
-        for kind in config.kinds
-    ]
-    rows = []
-    for split, image, kind in tqdm(jobs, desc="crop", disable=not progress, unit="img"):
-        relative = Path(kind) / image
-        box, used = _crop_one(
-            competition.image_path(split, image),
-            root / relative,
-            kind,
-            lookup.get((image, kind)),
-            config,
-        )
-        rows.append((image, split, kind, str(relative), *box, used))
-    table = pd.DataFrame(
-        rows, columns=["image", "split", "kind", "path", "x1", "y1", "x2", "y2", "source"]
-    )
-    write_csv(table, manifest)
-    cache.mark_done(root, key, images=len(table))
-    return CropSet(root, table)
+    order: list[tuple[str, str, str]] = []  # (image, split, kind) in table order
+    crops: dict[tuple[str, str, str], Crop] = {}  # up to date, reused or made by this run
+    todo: list[tuple[tuple[str, str, str], tuple[int, int]]] = []  # and the photo's stamp
+    for split, table in (("train", competition.train), ("test", competition.test)):
+        for image in table["image"]:
+            source = competition.image_path(split, image)
+            stamp = cache.file_stamp(source)
+            if stamp is None:
+                raise _unreadable(source)
+            for kind in config.kinds:
+                job = (image, split, kind)
+                order.append(job)
+                old = previous.get(job)
+                box = lookup.get((image, kind))
+                if (
+                    old is not None
+                    and _reusable(old, stamp, box, config.margin)
+                    and (root / old.path).is_file()
+                ):
+                    crops[job] = old
+                else:
+                    todo.append((job, stamp))
+
+    def save() -> None:
+        done = [crops[job] for job in order if job in crops]
+        write_csv(pd.DataFrame(done, columns=COLUMNS), manifest)
+
+    changed = bool(todo) or len(crops) != len(previous)  # photos cropped, or photos gone
+    jobs = tqdm(todo, desc=f"crop ({len(crops)} reused)", disable=not progress, unit="img")
+    try:
+        for count, ((image, split, kind), stamp) in enumerate(jobs, start=1):
+            relative = Path(kind) / image
+            region, used, (width, height) = _crop_one(
+                competition.image_path(split, image),
+                root / relative,
+                kind,
+                lookup.get((image, kind)),
+                config,
+            )
+            crops[image, split, kind] = Crop(
+                image, split, kind, str(relative), *region, used, *stamp, width, height
+            )
+            if count % SAVE_EVERY == 0:
+                save()
+    finally:  # also when a crop fails: a re-run resumes from what was done
+        if changed:
+            save()
+    return CropSet(root, pd.DataFrame([crops[job] for job in order], columns=COLUMNS))
