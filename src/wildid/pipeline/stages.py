@@ -195,6 +195,7 @@ def embed(
             mode != "none",
             ec.dtype,
             paths,
+            _crops_digest(crops, kind),
         )
         views[kind] = embed_kind(Path(out_dir) / kind, key, paths, embedder, ec.dtype)
     result = combine_views(views, mode, config.crop.combine)
@@ -203,6 +204,13 @@ def embed(
             out_dir, result, competition.train["image"], competition.test["image"], ec.dtype
         )
     return result
+
+
+def _crops_digest(crops: CropSet, kind: str) -> str:
+    """What a kind's crops were cut from (photo stamps, boxes): crops re-made in place under
+    the same paths (a replaced photo, a changed box) must not reuse old embeddings."""
+    table = crops.table[crops.table["kind"] == kind]
+    return str(int(pd.util.hash_pandas_object(table, index=False).sum()))
 
 
 @dataclass(frozen=True)
