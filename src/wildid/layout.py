@@ -12,7 +12,7 @@ nowhere else:
       metrics.json, breakdown.csv, threshold.png
       <method>/             the same for other methods (baseline/)
       pseudo/               pseudo-labelled competition (pseudo.out unset)
-    working/crops/<key>/    crops shared by runs with the same crop settings and photos
+    working/crops/<key>/    crops shared by runs with the same crop settings and data folder
     working/detect/<run>/   detector runs
     submissions/<run>.csv   the trained model's submission; <run>_<method>.csv for others
 
