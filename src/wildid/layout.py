@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wildid.config import Config
+from wildid.config import Config, load_config
 from wildid.errors import RunConflictError
 from wildid.io import write_text
 
@@ -82,8 +82,9 @@ class RunLayout:
     name: str
 
     @classmethod
-    def of(cls, config: Config) -> RunLayout:
-        return cls(Path(config.working), Path(config.submissions), config.name)
+    def of(cls, config: Config, name: str | None = None) -> RunLayout:
+        """The layout of run `name` (default: the config's own run) under its folders."""
+        return cls(Path(config.working), Path(config.submissions), name or config.name)
 
     @property
     def root(self) -> Path:
@@ -116,12 +117,20 @@ class RunLayout:
     def checkpoint(self, k: int = 0) -> Path:
         return self.fold(k) / "best.pt"
 
+    @property
+    def all_embeddings(self) -> Path:
+        """embeddings/: one folder per fold (fold<k>), and `ensemble` for an ensemble."""
+        return self.root / "embeddings"
+
     def embeddings(self, k: int = 0) -> Path:
-        return self.root / "embeddings" / f"fold{k}"
+        return self.all_embeddings / f"fold{k}"
 
     def method(self, method: str) -> Path:
         """metrics.json, breakdown.csv and threshold.png of one method."""
         return self.root if method == "trained" else self.root / method
+
+    def metrics(self, method: str = "trained") -> Path:
+        return self.method(method) / "metrics.json"
 
     def submission(self, method: str = "trained") -> Path:
         stem = self.name if method == "trained" else f"{self.name}_{method}"
@@ -160,7 +169,5 @@ class RunLayout:
         if self.record.is_file():
             return json.loads(self.record.read_text())
         if self.config.is_file():  # a run from before run.json: its saved config stands in
-            from wildid.config import load_config
-
             return {"settings": training_settings(load_config(self.config))}
         return None

@@ -17,7 +17,7 @@ from wildid.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-sweep_quality = pytest.importorskip("sweep_quality")
+import sweep_quality  # noqa: E402  (a broken benchmark must fail, not skip)
 
 FAST = ["train.image_size=64", "train.batch_size=8", "train.num_workers=0", "crop.size=96"]
 

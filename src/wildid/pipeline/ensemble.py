@@ -60,7 +60,7 @@ def resolve_members(config: Config) -> list[Member]:
     members = []
     for spec, weight in zip(ec.members, weights, strict=True):
         run, _, fold = spec.partition("/")
-        base = Path(config.working) / run / "embeddings"
+        base = RunLayout.of(config, run).all_embeddings
         folds = [fold] if fold else sorted(p.name for p in base.glob("fold*") if p.is_dir())
         if not folds or not (base / folds[0]).is_dir():
             raise EnsembleError(
@@ -103,7 +103,7 @@ def _members_threshold(members: list[Member], config: Config) -> float | None:
     """Mean of the members' own tuned thresholds (working/<run>/metrics.json)."""
     values = []
     for run in dict.fromkeys(m.run for m in members):
-        path = Path(config.working) / run / "metrics.json"
+        path = RunLayout.of(config, run).metrics()
         if path.is_file():
             value = json.loads(path.read_text()).get("threshold")
             if value is not None:
@@ -121,11 +121,7 @@ def run_ensemble(config: Config, progress: bool = True) -> Evaluation:
     ec = config.ensemble
     members = resolve_members(config)
     competition = load_competition(config.data, check_images=False)
-    split_path = (
-        Path(ec.split)
-        if ec.split
-        else RunLayout(Path(config.working), Path(config.submissions), members[0].run).split
-    )
+    split_path = Path(ec.split) if ec.split else RunLayout.of(config, members[0].run).split
     if not split_path.is_file():
         raise EnsembleError(f"{split_path}: split not found; set ensemble.split.")
     split = pd.read_csv(split_path, dtype=str, keep_default_na=False)
@@ -141,7 +137,7 @@ def run_ensemble(config: Config, progress: bool = True) -> Evaluation:
         except ValueError as err:
             raise EnsembleError(str(err)) from None
         write_embeddings(
-            out_dir / "embeddings" / "ensemble",
+            layout.all_embeddings / "ensemble",
             combined,
             competition.train["image"],
             competition.test["image"],

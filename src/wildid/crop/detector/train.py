@@ -38,6 +38,7 @@ from wildid.crop.detector.weights import check_weights
 from wildid.data.competition import Competition, DataError
 from wildid.data.folds import _hold_out
 from wildid.io import write_text
+from wildid.layout import RunLayout
 
 CLASSES = ("fullbody", "backfin")
 FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
@@ -56,7 +57,7 @@ def run_dir(config: Config, competition: Competition) -> Path:
     """<working>/detect/<run>: detect.run, or the model's name and the config's fingerprint."""
     dc = config.detect
     name = dc.run or f"{Path(dc.model).stem}-{_fingerprint(config, competition)}"
-    return Path(config.working) / "detect" / name
+    return RunLayout.of(config).detector(name)
 
 
 def yolo_device(name: str) -> str:

@@ -1,6 +1,6 @@
 """Detector weights are checked before ultralytics unpickles them: a checkpoint runs no code.
 
-Ultralytics loads a `.pt` with `torch.load(weights_only=False)`, which does whatever the
+Ultralytics unpickles a `.pt` without torch's weights-only restriction, so it does whatever the
 pickle says (a crafted file can write files or start processes). `check_weights` reads the
 file first without executing it: torch lists the globals the pickle references beyond its
 own tensor allowlist, and only model layers (nn.Module classes of torch.nn and ultralytics'
