@@ -14,6 +14,7 @@ from wildid.config import (
     load_raw,
     parse_overrides,
     save_config,
+    shipped_configs,
 )
 from wildid.layout import RunLayout
 
@@ -193,3 +194,19 @@ def test_crop_ratios_must_match_the_kinds() -> None:
         None, ["crop.kinds=[fullbody, backfin, whole]", "crop.ratios=[0.6, 0.3, 0.1]"]
     )
     assert config.crop.ratios == [0.6, 0.3, 0.1]
+
+
+def test_shipped_configs_load_by_name_from_anywhere(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Configs ship inside the package: a bare `pip install` finds them by name."""
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    names = shipped_configs()
+    assert {"mini", "base", "happywhale/tf_efficientnet_b6_ns"} <= set(names)
+    for spelling in ("mini", "mini.yaml", "configs/mini.yaml"):
+        assert load_config(spelling).name == "mini"
+    for name in names:  # every shipped config is valid, _base_ chains included
+        load_config(name)
+    own = _yaml(tmp_path / "mini.yaml", "_base_: []\nname: mine\n")
+    assert load_config("mini.yaml").name == "mine"  # a file where given wins
+    assert load_config(own).name == "mine"
+    with pytest.raises(ConfigError, match=r"nope: config file not found; .*happywhale/"):
+        load_config("nope")

@@ -170,9 +170,11 @@ class RetrievalConfig(Section):
     k: int = Field(50, ge=1)  # neighbours searched per query before grouping by individual
     threshold: float | None = None  # new_individual threshold; None: tune on validation
     threshold_grid: list[float] = [round(0.05 * i, 2) for i in range(-2, 21)]
-    # "flat": faiss exact inner product; "ivf"/"hnsw": approximate, for galleries too large
-    # for it; "bf16": bfloat16 brute force + exact rescoring, fast on CPUs with AVX512-BF16.
-    index: Literal["flat", "ivf", "hnsw", "bf16"] = "flat"
+    # "flat": exact inner product (faiss's flat index, or torch products where faiss is not
+    # installed); "exact": torch products always; "ivf"/"hnsw": faiss approximate, for
+    # galleries too large for exact search; "bf16": bfloat16 brute force + exact rescoring,
+    # fast on CPUs with AVX512-BF16.
+    index: Literal["flat", "exact", "ivf", "hnsw", "bf16"] = "flat"
     nlist: int | None = Field(None, ge=1)  # IVF cells (None: sqrt(gallery size))
     nprobe: int = Field(32, ge=1)  # IVF cells visited per query
     hnsw_m: int = Field(32, ge=4)  # HNSW links per node
@@ -320,9 +322,39 @@ def build(raw: Mapping[str, Any], source: str = "config") -> Config:
         raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines)) from None
 
 
+SHIPPED = Path(__file__).parent / "configs"  # the configs inside the package
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped in the package (`mini`, `happywhale/tf_efficientnet_b6_ns`)."""
+    return sorted(
+        p.relative_to(SHIPPED).with_suffix("").as_posix() for p in SHIPPED.rglob("*.yaml")
+    )
+
+
+def config_path(path: str | Path) -> Path:
+    """A config file: `path` where it exists, else the shipped config it names.
+
+    `mini`, `mini.yaml` and `configs/mini.yaml` all name the shipped mini config, so the
+    commands in the README work from a checkout and from a bare `pip install` alike.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    name = given.as_posix().removeprefix("configs/")
+    for candidate in (SHIPPED / name, SHIPPED / f"{name}.yaml"):
+        if candidate.is_file() and not given.is_absolute():
+            return candidate
+    raise ConfigError(
+        f"{path}: config file not found; give a YAML file or a shipped config: "
+        f"{', '.join(shipped_configs())}."
+    )
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Load a YAML config (or the defaults when path is None) and apply overrides."""
-    raw = load_raw(path) if path is not None else {}
+    """Load a YAML config (a file or a shipped config's name; the defaults when path is
+    None) and apply overrides."""
+    raw = load_raw(config_path(path)) if path is not None else {}
     raw = deep_merge(raw, parse_overrides(overrides))
     return build(raw, source=str(path) if path else "defaults")
 

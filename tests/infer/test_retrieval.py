@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wildid.infer import retrieval
 from wildid.infer.embed import l2_normalise
 from wildid.infer.retrieval import (
     PAD,
     ClassCentres,
     Ranking,
+    RetrievalError,
     best_per_individual,
     blend_with_head,
     build_index,
@@ -19,6 +21,7 @@ from wildid.infer.retrieval import (
     rank_individuals,
     recall_at_k,
     search,
+    search_exact,
     search_index,
 )
 
@@ -105,8 +108,27 @@ def test_approximate_indexes_report_recall_against_exact():
         assert recall_at_k(exact, approx) > 0.9, kind
     _, poor = search_index(build_index(gallery, "ivf", nlist=32, nprobe=1), queries, 10)
     assert recall_at_k(exact, poor) < 1.0
-    with pytest.raises(ValueError, match="flat, ivf or hnsw"):
+    with pytest.raises(ValueError, match="flat, exact, ivf, hnsw or bf16"):
         build_index(gallery, "lsh")
+
+
+def test_exact_search_without_faiss_returns_faiss_flat_ranking(monkeypatch):
+    """faiss is optional: without it, `flat` is torch products with faiss's exact answer."""
+    rng = np.random.default_rng(3)
+    gallery = l2_normalise(rng.standard_normal((5000, 64))).astype(np.float16)
+    queries = l2_normalise(rng.standard_normal((300, 64))).astype(np.float16)
+    faiss_sims, faiss_idx = search(gallery, queries, 20, query_chunk=128)
+    exact_sims, exact_idx = search_exact(gallery, queries, 20, chunk=128)
+    assert np.array_equal(exact_idx, faiss_idx)
+    assert np.allclose(exact_sims, faiss_sims, atol=1e-5)
+    monkeypatch.setattr(retrieval, "faiss_module", lambda: None)  # as if not installed
+    sims, idx = search(gallery, queries, 20, query_chunk=128)
+    assert np.array_equal(idx, faiss_idx) and np.allclose(sims, faiss_sims, atol=1e-5)
+    labels = np.array([f"id{i % 700}" for i in range(len(gallery))])
+    ranked = rank_individuals(gallery, labels, queries, 20)
+    assert ranked.labels[0] and len(ranked) == len(queries)
+    with pytest.raises(RetrievalError, match="retrieval.index=ivf needs faiss"):
+        search(gallery, queries, 5, kind="ivf")
 
 
 def test_fuse_averages_scores_with_floor_for_unlisted():

@@ -1,8 +1,10 @@
 """Retrieval: nearest gallery images by cosine, grouped into a ranking of individuals.
 
-Search is faiss exact inner product on unit vectors (= cosine), on the GPU when one is
-present; an approximate index (IVF or HNSW) is an option for galleries too large for exact
-search, and `recall_at_k` says what it costs. An individual's score for a query is its
+Search is exact inner product on unit vectors (= cosine): faiss's flat index where faiss is
+installed (on the GPU when one is present), else the same ranking from torch matrix
+products (`search_exact`), so faiss is an optional dependency. An approximate faiss index
+(IVF or HNSW) is an option for galleries too large for exact search, and `recall_at_k`
+says what it costs. An individual's score for a query is its
 best-matching gallery image's similarity, which is what the top Happywhale solutions used:
 one good match is strong evidence, while a mean would punish individuals photographed in
 many poses. Optionally that score is blended with the ArcFace head's class cosine, as the
@@ -14,13 +16,17 @@ competition scale a Python loop over 28k x 50 neighbours would cost more than th
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
-import faiss
 import numpy as np
 from tqdm.auto import tqdm
+
+from wildid.errors import WildidError
 
 PAD = -1  # code of an empty slot in a Ranking row (its score is -inf)
 
@@ -73,8 +79,31 @@ class Ranking:
 # --------------------------------------------------------------------------- search
 
 
+class RetrievalError(WildidError, ValueError):
+    """A search cannot run as configured; the message says what to change."""
+
+
+def faiss_module() -> ModuleType | None:
+    """faiss if it is installed (faiss-cpu or faiss-gpu), else None."""
+    try:
+        return importlib.import_module("faiss")
+    except ImportError:
+        return None
+
+
+def _faiss(kind: str) -> ModuleType:
+    faiss = faiss_module()
+    if faiss is None:
+        raise RetrievalError(
+            f"retrieval.index={kind} needs faiss: `pip install faiss-cpu` (or wildid[faiss]), "
+            "or use retrieval.index=flat, which is exact without it."
+        )
+    return faiss
+
+
 def _has_gpu() -> bool:
-    return getattr(faiss, "get_num_gpus", lambda: 0)() > 0
+    faiss = faiss_module()
+    return faiss is not None and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
 
 
 def _as_f32(rows: np.ndarray) -> np.ndarray:
@@ -91,13 +120,14 @@ def build_index(
     ef_search: int = 256,
     chunk: int = 8192,
     seed: int = 0,
-) -> faiss.Index:
+) -> Any:  # a faiss.Index
     """A faiss inner-product index over the gallery rows (float16 memory maps welcome).
 
     Rows are added in float32 chunks, so a float16 gallery never exists twice in float32.
     "ivf" clusters the gallery into `nlist` cells and searches `nprobe` of them; "hnsw" is
     a proximity graph. Both trade recall for speed; check it with `recall_at_k`.
     """
+    faiss = _faiss(kind)
     n, dim = gallery.shape
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
@@ -113,7 +143,7 @@ def build_index(
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = ef_search
     else:
-        raise ValueError(f"retrieval.index '{kind}': use flat, ivf or hnsw.")
+        raise RetrievalError(f"retrieval.index '{kind}': use flat, exact, ivf, hnsw or bf16.")
     for start in range(0, n, chunk):
         index.add(_as_f32(gallery[start : start + chunk]))
     if device == "gpu" and not _has_gpu():
@@ -127,7 +157,7 @@ def build_index(
 
 
 def search_index(
-    index: faiss.Index, queries: np.ndarray, k: int, chunk: int = 4096, progress: bool = False
+    index: Any, queries: np.ndarray, k: int, chunk: int = 4096, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (similarities, indices) per query, searched `chunk` queries at a time."""
     k = max(1, min(k, index.ntotal))
@@ -137,6 +167,37 @@ def search_index(
     for start in tqdm(starts, desc="search", disable=not progress, unit="chunk", leave=False):
         block = _as_f32(queries[start : start + chunk])
         sims[start : start + len(block)], idx[start : start + len(block)] = index.search(block, k)
+    return sims, idx
+
+
+def search_exact(
+    gallery: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    chunk: int = 4096,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by float32 matrix products in torch: faiss's flat ranking without faiss.
+
+    The gallery is converted to float32 once (in pieces, so a float16 memory map is never
+    whole in float32 twice); each chunk of queries is one product and one `topk`.
+    """
+    import torch
+
+    n, dim = gallery.shape
+    table = torch.empty((n, dim), dtype=torch.float32)
+    for start in range(0, n, 8192):
+        table[start : start + 8192] = torch.from_numpy(_as_f32(gallery[start : start + 8192]))
+    k = max(1, min(k, n))
+    sims = np.empty((len(queries), k), dtype=np.float32)
+    idx = np.empty((len(queries), k), dtype=np.int64)
+    starts = range(0, len(queries), chunk)
+    with torch.inference_mode():
+        for start in tqdm(starts, desc="search", disable=not progress, unit="chunk", leave=False):
+            block = torch.from_numpy(_as_f32(queries[start : start + chunk]))
+            top = torch.topk(block @ table.T, k, dim=1, sorted=True)
+            sims[start : start + len(block)] = top.values.numpy()
+            idx[start : start + len(block)] = top.indices.numpy()
     return sims, idx
 
 
@@ -189,7 +250,8 @@ def search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (similarities, indices) of each query among the gallery rows.
 
-    `kind`: flat (faiss exact), ivf, hnsw (faiss approximate) or bf16 (`search_bf16`).
+    `kind`: flat (exact: faiss's flat index, or `search_exact` where faiss is absent),
+    exact (`search_exact` always), ivf, hnsw (faiss approximate) or bf16 (`search_bf16`).
     """
     chunk = options.pop("query_chunk", 4096)
     progress = options.pop("progress", False)
@@ -197,6 +259,10 @@ def search(
         return (np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64))
     if kind == "bf16":
         return search_bf16(gallery, queries, k, min(chunk, 1024), progress=progress)
+    if kind == "exact" or (
+        kind == "flat" and faiss_module() is None and options.get("device") != "gpu"
+    ):
+        return search_exact(gallery, queries, k, chunk, progress)
     index = build_index(gallery, kind, **options)
     return search_index(index, queries, k, chunk, progress)
 
