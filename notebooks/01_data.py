@@ -34,18 +34,33 @@
 #
 # Nothing here downloads anything. Later notebooks (02 … 06) re-load the same config and
 # re-use what this one and the others cached, so run them in order.
+# %% tags=["parameters"]
+# Parameters (papermill convention: this cell is tagged `parameters`). CONFIG None: the GPU
+# config sized for Kaggle where the competition is attached, else WILDID_CONFIG or mini.
+CONFIG = None
+OVERRIDES = []  # dotted key=value strings, e.g. ["train.epochs=1"]
+
 # %%
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("wildid") is None:  # a Kaggle kernel: install the code dataset
+    bundle = os.environ.get("WILDID_KAGGLE_ROOT", "/kaggle") + "/input/wildid-code"
+    subprocess.run([sys.executable, f"{bundle}/install.py"], check=True)
+
 from wildid import pipeline
 from wildid.notebook import start
 
-ROOT, config = start()
+config = start(CONFIG, OVERRIDES)
 
 # %%
 import os
 from pathlib import Path
 
 from wildid.data.catalogue import import_catalogue
-from wildid.notebook import KAGGLE_COMPETITION, import_spec, on_kaggle, synth_spec
+from wildid.notebook import COMPETITION_SLUG, import_spec, on_kaggle, synth_spec
 from wildid.synth.render import synthesize
 
 data = Path(config.data)
@@ -60,7 +75,7 @@ elif catalogue:
     )
 else:
     if on_kaggle():
-        print(f"{KAGGLE_COMPETITION} not attached: using synthetic data instead.")
+        print(f"competition {COMPETITION_SLUG} not attached: using synthetic data instead.")
     summary = synthesize(data, synth_spec())
     source = (
         f"synthesized {summary.individuals} individuals ({summary.new_test_images} "

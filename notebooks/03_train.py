@@ -21,11 +21,26 @@
 # `best.pt`, `last.pt` and `history.csv` under `working/<name>/models/fold0/` and resumes
 # from `last.pt`, so re-running this notebook after a finished (or killed) run continues
 # instead of starting over.
+# %% tags=["parameters"]
+# Parameters (papermill convention: this cell is tagged `parameters`). CONFIG None: the GPU
+# config sized for Kaggle where the competition is attached, else WILDID_CONFIG or mini.
+CONFIG = None
+OVERRIDES = []  # dotted key=value strings, e.g. ["train.epochs=1"]
+
 # %%
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("wildid") is None:  # a Kaggle kernel: install the code dataset
+    bundle = os.environ.get("WILDID_KAGGLE_ROOT", "/kaggle") + "/input/wildid-code"
+    subprocess.run([sys.executable, f"{bundle}/install.py"], check=True)
+
 from wildid import pipeline
 from wildid.notebook import start
 
-ROOT, config = start()
+config = start(CONFIG, OVERRIDES)
 
 # %%
 competition, split = pipeline.prepare(config)

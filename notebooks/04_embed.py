@@ -20,11 +20,26 @@
 # `embed.flip_tta`); crop kinds are concatenated or averaged (`crop.combine`). Vectors are
 # saved to `working/<name>/embeddings/fold0/` (`train.npy`, `test.npy`, `index.csv`), where
 # notebooks 05 and 06 load them.
+# %% tags=["parameters"]
+# Parameters (papermill convention: this cell is tagged `parameters`). CONFIG None: the GPU
+# config sized for Kaggle where the competition is attached, else WILDID_CONFIG or mini.
+CONFIG = None
+OVERRIDES = []  # dotted key=value strings, e.g. ["train.epochs=1"]
+
 # %%
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("wildid") is None:  # a Kaggle kernel: install the code dataset
+    bundle = os.environ.get("WILDID_KAGGLE_ROOT", "/kaggle") + "/input/wildid-code"
+    subprocess.run([sys.executable, f"{bundle}/install.py"], check=True)
+
 from wildid import pipeline
 from wildid.notebook import start
 
-ROOT, config = start()
+config = start(CONFIG, OVERRIDES)
 
 # %%
 from wildid.notebook import embeddings_dir

@@ -22,18 +22,32 @@
 # threshold. The threshold is tuned on the validation split, whose held-out individuals
 # play the unseen animals of the test set: too low and unseen animals are matched to
 # look-alikes, too high and known ones are called new.
+# %% tags=["parameters"]
+# Parameters (papermill convention: this cell is tagged `parameters`). CONFIG None: the GPU
+# config sized for Kaggle where the competition is attached, else WILDID_CONFIG or mini.
+CONFIG = None
+OVERRIDES = []  # dotted key=value strings, e.g. ["train.epochs=1"]
+
 # %%
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("wildid") is None:  # a Kaggle kernel: install the code dataset
+    bundle = os.environ.get("WILDID_KAGGLE_ROOT", "/kaggle") + "/input/wildid-code"
+    subprocess.run([sys.executable, f"{bundle}/install.py"], check=True)
+
 from wildid import pipeline
 from wildid.notebook import start
 
-ROOT, config = start()
+config = start(CONFIG, OVERRIDES)
 
 # %%
 from wildid.notebook import trained_embeddings
 
 competition, split = pipeline.prepare(config)
-crops = pipeline.crop(config, competition, progress=False)
-embeddings = trained_embeddings(config, competition, crops, split)  # cached by 04
+embeddings = trained_embeddings(config, competition, split)  # cached by 04
 result = pipeline.evaluate("trained", config, competition, split, embeddings)
 print(
     f"threshold {result.threshold}, validation MAP@5 {result.val_map5:.4f}"
@@ -68,11 +82,9 @@ from wildid.train.engine import resolve_device
 
 rows = [result]
 if config.baseline:
-    rows.append(
-        pipeline.run_baseline(
-            config, competition, split, crops, resolve_device(config.train.device)
-        )
-    )
+    crops = pipeline.crop(config, competition, progress=False)
+    device = resolve_device(config.train.device)
+    rows.append(pipeline.run_baseline(config, competition, split, crops, device))
 pd.DataFrame(
     [
         {

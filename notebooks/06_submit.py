@@ -21,23 +21,39 @@
 # reject or mis-score: header, every test image exactly once, five distinct labels each a
 # train `individual_id` or `new_individual`. With a `solution.csv` (synthetic or imported
 # data) it is also scored with Kaggle's MAP@5.
+# %% tags=["parameters"]
+# Parameters (papermill convention: this cell is tagged `parameters`). CONFIG None: the GPU
+# config sized for Kaggle where the competition is attached, else WILDID_CONFIG or mini.
+CONFIG = None
+OVERRIDES = []  # dotted key=value strings, e.g. ["train.epochs=1"]
+
 # %%
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("wildid") is None:  # a Kaggle kernel: install the code dataset
+    bundle = os.environ.get("WILDID_KAGGLE_ROOT", "/kaggle") + "/input/wildid-code"
+    subprocess.run([sys.executable, f"{bundle}/install.py"], check=True)
+
 from wildid import pipeline
 from wildid.notebook import start
 
-ROOT, config = start()
+config = start(CONFIG, OVERRIDES)
 
 # %%
 from wildid.evaluation.submission import validate_against_competition
-from wildid.notebook import trained_embeddings
+from wildid.notebook import kaggle_submission, trained_embeddings
 
 competition, split = pipeline.prepare(config)
-crops = pipeline.crop(config, competition, progress=False)
-embeddings = trained_embeddings(config, competition, crops, split)
+embeddings = trained_embeddings(config, competition, split)
 result = pipeline.evaluate("trained", config, competition, split, embeddings)
 submission = result.submission
 validate_against_competition(submission, competition)  # raises, naming row and fix
 print(f"{submission}: valid, {len(competition.test)} test images")
+if (copied := kaggle_submission(submission)) is not None:
+    print(f"{copied}: the file Kaggle scores when this notebook is submitted")
 
 # %%
 import pandas as pd
@@ -59,16 +75,13 @@ else:
 # your Kaggle API token and is your decision):
 
 # %%
-import os
 import shlex
 from pathlib import Path
 
-from wildid.notebook import env_overrides
+from wildid.notebook import config_source, env_overrides
 
 data = Path(config.data)
-run_args = shlex.join(
-    [os.environ.get("WILDID_CONFIG") or "configs/mini.yaml", f"data={data}", *env_overrides()]
-)
+run_args = shlex.join([config_source(CONFIG), *env_overrides(), *OVERRIDES])
 print(f"""\
 wildid run {run_args}
 wildid validate {submission} --data {data}

@@ -17,14 +17,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wildid.config import ConfigError
+from wildid.config import ConfigError, load_config
 from wildid.data.competition import load_competition
 from wildid.evaluation.submission import validate_against_competition
 from wildid.io import write_csv, write_npy
 from wildid.layout import RunLayout
 from wildid.notebook import (
+    COMPETITION_SLUG,
+    KAGGLE_CONFIG,
     env_overrides,
     import_spec,
+    kaggle_submission,
     load_embeddings,
     notebook_config,
     synth_spec,
@@ -75,13 +78,44 @@ def test_env_overrides_and_specs() -> None:
 
 
 def test_notebook_config_reads_config_path_and_overrides(tmp_path: Path) -> None:
-    config = notebook_config(REPO, {"WILDID_OVERRIDES": "train.epochs=2"})
+    config = notebook_config(env={"WILDID_OVERRIDES": "train.epochs=2"})
     assert (config.name, config.train.epochs) == ("mini", 2)
     other = tmp_path / "other.yaml"
     other.write_text(f"_base_: {REPO / 'configs' / 'base.yaml'}\nname: other\n")
-    assert notebook_config(REPO, {"WILDID_CONFIG": str(other)}).name == "other"
+    assert notebook_config(env={"WILDID_CONFIG": str(other)}).name == "other"
+    # the parameters cell's CONFIG and OVERRIDES win over the environment
+    chosen = notebook_config(
+        "cpu/efficientnet_lite0",
+        ["train.epochs=3"],
+        env={"WILDID_CONFIG": str(other), "WILDID_OVERRIDES": "train.epochs=2"},
+    )
+    assert (chosen.name, chosen.train.epochs) == ("cpu_lite0", 3)
     with pytest.raises(ConfigError, match="trian: unknown key"):
-        notebook_config(REPO, {"WILDID_OVERRIDES": "trian.epochs=2"})
+        notebook_config(env={"WILDID_OVERRIDES": "trian.epochs=2"})
+
+
+def test_on_kaggle_the_default_is_the_gpu_config_and_the_competition(tmp_path: Path) -> None:
+    competition = tmp_path / "input" / COMPETITION_SLUG
+    competition.mkdir(parents=True)
+    env = {"WILDID_KAGGLE_ROOT": str(tmp_path)}
+    config = notebook_config(env=env)
+    assert config.name == load_config(KAGGLE_CONFIG).name and config.data == str(competition)
+    assert config.train.num_workers == 4 and config.train.precision == "auto"
+    assert notebook_config(env={**env, "WILDID_CONFIG": "mini"}).name == "mini"
+    (tmp_path / "working").mkdir()
+    submission = tmp_path / "s.csv"
+    submission.write_text("image,predictions\n")
+    assert kaggle_submission(submission, env) == tmp_path / "working" / "submission.csv"
+    assert kaggle_submission(submission, {"WILDID_KAGGLE_ROOT": str(tmp_path / "no")}) is None
+
+
+def test_every_notebook_starts_with_a_parameters_cell() -> None:
+    for name in NAMES:
+        notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        code = [c for c in notebook.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), name
+        assert "CONFIG = None" in code[0].source and "OVERRIDES = []" in code[0].source
+        assert "start(CONFIG, OVERRIDES)" in code[1].source, name
 
 
 def test_cached_embeddings_must_match_the_competition(tiny_comp: Path, tiny_config) -> None:  # noqa: ANN001
@@ -130,7 +164,13 @@ def test_notebooks_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     workdir.mkdir()
     for key, value in {**TINY_ENV, "WILDID_WORKDIR": str(workdir)}.items():
         monkeypatch.setenv(key, value)
-    for var in ("WILDID_CONFIG", "WILDID_CATALOGUE", "WILDID_IMPORT", "WILDID_ROOT"):
+    for var in (
+        "WILDID_CONFIG",
+        "WILDID_CATALOGUE",
+        "WILDID_IMPORT",
+        "WILDID_ROOT",
+        "WILDID_KAGGLE_ROOT",
+    ):
         monkeypatch.delenv(var, raising=False)
     for name in NAMES:
         notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)

@@ -96,6 +96,11 @@ class ModelConfig(Section):
     # else timm's hub download; "none": random init; or a path to a checkpoint file.
     pretrained: str = "auto"
     weights_dir: str | None = None
+    # A trained wildid model to embed and retrieve with instead of training: a best.pt, or a
+    # folder holding fold<k>/best.pt (a run's models/ folder, or a weights dataset made by
+    # `wildid kaggle weights`), read in place from any read-only path, e.g. an earlier
+    # Kaggle kernel's output. It must have been trained with this config's model and crops.
+    checkpoint: str | None = None
     embedding_dim: int = Field(512, ge=8)
     gem_p: float = Field(3.0, gt=0)
     gem_learnable: bool = True

@@ -35,6 +35,7 @@ from wildid.io import write_text
 
 # Keys that change how fast or where a run computes, never what it computes.
 RUNTIME_KEYS = {
+    "model": {"checkpoint"},
     "train": {"num_workers", "threads", "device", "cache_gb", "fold_ids"},
     "detect": {"workers", "device", "predict_batch", "trust_weights"},
 }

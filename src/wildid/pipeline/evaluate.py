@@ -35,6 +35,7 @@ from wildid.infer.retrieval import (
 )
 from wildid.io import write_csv, write_text
 from wildid.layout import RunLayout
+from wildid.train.checkpoints import model_checkpoint
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def rank_val_test(
 
 
 def _run_centres(config: Config, embeddings: Embeddings) -> ClassCentres | None:
-    checkpoint = RunLayout.of(config).checkpoint(0)
+    checkpoint = model_checkpoint(config, 0)
     if not checkpoint.is_file():
         return None
     centres = load_class_centres(checkpoint)

@@ -38,6 +38,7 @@ from wildid.io import write_csv
 from wildid.layout import RunLayout
 from wildid.models.net import EmbeddingNet
 from wildid.pipeline.evaluate import Evaluation, evaluate, evaluate_folds
+from wildid.train.checkpoints import trained_checkpoints
 from wildid.train.engine import TrainData, Trainer, distributed, load_trained, resolve_device
 
 
@@ -121,8 +122,14 @@ def train(config: Config, crops: CropSet, split: pd.DataFrame, progress: bool = 
     """Train each configured fold into models/fold<k>/; returns their best checkpoints.
 
     Fold 0 trains on `split`; other folds on their rows of folds.csv (written by
-    `prepare`). Each fold resumes a killed run from its last.pt.
+    `prepare`). Each fold resumes a killed run from its last.pt. With `model.checkpoint`
+    nothing trains: the finished models it names are checked and returned.
     """
+    if config.model.checkpoint:
+        found = trained_checkpoints(config, fold_ids(config))
+        if progress:
+            print(f"model.checkpoint: using {', '.join(map(str, found.values()))}; not training")
+        return list(found.values())
     layout = RunLayout.of(config)
     folds = None
     best = []

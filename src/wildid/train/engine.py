@@ -455,6 +455,12 @@ class Trainer:
 
     def fit(self, progress: bool = True) -> TrainResult:
         progress = progress and self.rank == 0
+        if self.best_path.is_file() and not self.last_path.is_file():
+            raise RunConflictError(
+                f"{self.best_path} exists without last.pt (a model copied in?): training "
+                f"would overwrite it. To embed with it, set model.checkpoint={self.best_path}; "
+                f"to train anew, delete {self.out_dir}."
+            )
         resumed = self.resume()
         if resumed and progress:
             print(f"resuming {self.out_dir} from epoch {self.epoch}")
