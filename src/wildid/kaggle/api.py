@@ -1,4 +1,4 @@
-"""Talk to Kaggle through its official CLI: submit, push a notebook, upload weights.
+"""Talk to Kaggle through its official CLI: submit, push a notebook, upload a dataset.
 
 Every command checks, before doing anything, that it can succeed: the `kaggle` CLI is
 installed, credentials exist (and `kaggle.json` is private), the network reaches Kaggle,
