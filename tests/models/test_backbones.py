@@ -191,7 +191,8 @@ def test_reachable_hub_downloads_with_the_hub_online(monkeypatch: pytest.MonkeyP
     before = hub.HF_HUB_OFFLINE
     model, source = create_backbone("resnet18", "auto", None)
     assert source == "timm hub download" and seen == [("0", False)]
-    assert os.environ["HF_HUB_OFFLINE"] == "1" and hub.HF_HUB_OFFLINE == before  # restored
+    restored = hub.HF_HUB_OFFLINE
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and restored is before
 
 
 def test_probe_of_a_closed_port_answers_fast() -> None:
