@@ -52,7 +52,9 @@ def test_weights_datasets_are_attached_and_notebooks_must_exist(tmp_path, code_b
     source = tmp_path / "nb"
     source.mkdir()
     for folder in code_bundle.kernels:
-        (source / f"{folder.name}.ipynb").write_bytes((folder / f"{folder.name}.ipynb").read_bytes())
+        (source / f"{folder.name}.ipynb").write_bytes(
+            (folder / f"{folder.name}.ipynb").read_bytes()
+        )
     made = bundle(tmp_path / "b", "alice", (), source, ["wildid-imagenet-weights", "eve/runs"])
     kernel = json.loads((made.kernels[3] / "kernel-metadata.json").read_text())
     assert kernel["dataset_sources"] == [
