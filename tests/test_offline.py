@@ -42,7 +42,8 @@ def _python(code: str, **env: str) -> dict:
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k not in wildid.OFFLINE_DEFAULTS and k != "WILDID_ALLOW_DOWNLOAD"
+        if k not in wildid.OFFLINE_DEFAULTS
+        and k not in ("WILDID_ALLOW_DOWNLOAD", wildid.HUB_DEFAULT_MARK, "TRANSFORMERS_OFFLINE")
     }
     clean.update(PYTHONPATH=os.pathsep.join([SRC, clean.get("PYTHONPATH", "")]), **env)
     done = subprocess.run(
@@ -102,3 +103,41 @@ def test_allow_download_lets_the_hub_online() -> None:
         WILDID_ALLOW_DOWNLOAD="1",
     )
     assert result["hub"] == "0"
+
+
+def test_backbone_without_weights_on_a_closed_network_fails_fast() -> None:
+    """The hub is tried only after one probe; refused, the WeightsError comes at once."""
+    result = _python("""
+        import time
+        import wildid
+        from wildid.models.backbones import WeightsError, create_backbone
+        start = time.monotonic()
+        try:
+            create_backbone("resnet18", "auto", None)
+            error = None
+        except WeightsError as err:
+            error = str(err)
+        print(json.dumps({"error": error, "attempts": attempts,
+                          "seconds": time.monotonic() - start}))
+    """)
+    assert result["error"] and "is not reachable" in result["error"]
+    assert result["attempts"] == ["create_connection(('huggingface.co', 443),)"]
+    assert result["seconds"] < 10
+
+
+def test_users_own_hub_setting_is_not_taken_for_the_default() -> None:
+    result = _python(
+        """
+        import os
+        import wildid
+        print(json.dumps({"user": wildid.hub_offline_by_user(),
+                          "mark": os.environ.get(wildid.HUB_DEFAULT_MARK)}))
+    """,
+        HF_HUB_OFFLINE="1",
+    )
+    assert result == {"user": True, "mark": None}
+    default = _python("""
+        import wildid
+        print(json.dumps({"user": wildid.hub_offline_by_user()}))
+    """)
+    assert default == {"user": False}  # wildid's own default leaves the probe to decide

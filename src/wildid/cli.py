@@ -11,6 +11,11 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid submit [SUBMISSION] [--data DIR] [-m MESSAGE]   (default: the only submissions/*.csv)
     wildid detect train CONFIG [key=value ...] (fullbody/backfin YOLO detector on boxes.csv)
     wildid detect crop CONFIG [key=value ...]  (detect every photo, crop what was found)
+    wildid kaggle bundle OUT [--user U] [--packages P ...] [--notebooks DIR]
+                         [--weights-dataset SLUG ...]   (code dataset + kernel folders)
+    wildid kaggle push OUT [-m MESSAGE] [--no-wait]    (datasets, then kernels in order)
+    wildid kaggle weights RUN_DIR OUT [--user U]       (a run's checkpoints as a dataset)
+    wildid kaggle imagenet-weights OUT --model NAME ... [--cache DIR] [--user U]
 """
 
 from __future__ import annotations
@@ -349,6 +354,99 @@ def detect_crop(config: ConfigArg, overrides: Overrides = None) -> None:
         _fail(err)
     fallback = crops.table.groupby("kind")["source"].apply(lambda s: int((s == "fallback").sum()))
     typer.echo(f"crops in {crops.root}; whole-photo fallbacks per kind: {fallback.to_dict()}")
+
+
+kaggle_app = typer.Typer(
+    no_args_is_help=True,
+    help="Run wildid as Kaggle notebooks: bundle, weights datasets, push.",
+)
+app.add_typer(kaggle_app, name="kaggle")
+
+
+@kaggle_app.command("bundle")
+def kaggle_bundle(
+    out: Annotated[Path, typer.Argument(help="folder for datasets/ and kernels/")],
+    user: Annotated[
+        str | None, typer.Option(help="Kaggle user name (default: KAGGLE_USERNAME, kaggle.json)")
+    ] = None,
+    packages: Annotated[
+        list[str] | None,
+        typer.Option(help="dependency wheels to bundle (default: what Kaggle's image lacks)"),
+    ] = None,
+    notebooks: Annotated[
+        Path | None, typer.Option(help="folder of 01_data.ipynb ... 06_submit.ipynb")
+    ] = None,
+    weights_dataset: Annotated[
+        list[str] | None,
+        typer.Option("--weights-dataset", help="a dataset SLUG every kernel attaches"),
+    ] = None,
+) -> None:
+    """Write the code dataset (wheels) and one kernel folder per notebook under OUT."""
+    from wildid.kaggle.bundle import KAGGLE_MISSING, bundle
+
+    made = bundle(
+        out,
+        user,
+        KAGGLE_MISSING if packages is None else [p for p in packages if p],  # '' = none
+        notebooks,
+        weights_dataset or (),
+    )
+    typer.echo(f"dataset {made.dataset}: {', '.join(w.name for w in made.wheels)}")
+    for kernel in made.kernels:
+        typer.echo(f"kernel {kernel}")
+    typer.echo(f"upload: wildid kaggle push {out}")
+
+
+@kaggle_app.command("push")
+def kaggle_push(
+    out: Annotated[Path, typer.Argument(help="a folder written by `wildid kaggle bundle`")],
+    message: Annotated[str, typer.Option("--message", "-m", help="dataset version notes")] = (
+        "wildid bundle"
+    ),
+    wait: Annotated[
+        bool, typer.Option(help="wait for each kernel a later one reads to complete")
+    ] = True,
+) -> None:
+    """Push OUT's datasets (create or new version), then its kernels in order."""
+    from wildid.kaggle.push import push
+
+    for line in push(out, message, wait=wait):
+        typer.echo(line)
+
+
+@kaggle_app.command("weights")
+def kaggle_weights(
+    run_dir: Annotated[Path, typer.Argument(help="a trained run, e.g. working/<run>")],
+    out: Annotated[Path, typer.Argument(help="the dataset folder to write")],
+    user: Annotated[str | None, typer.Option(help="Kaggle user name")] = None,
+    slug: Annotated[str | None, typer.Option(help="dataset slug")] = None,
+) -> None:
+    """A Kaggle dataset folder of RUN_DIR's checkpoints (models/fold*/best.pt)."""
+    from wildid.kaggle.bundle import resolve_user
+    from wildid.kaggle.weights import weights_dataset
+
+    made = weights_dataset(run_dir, out, resolve_user(user), slug)
+    typer.echo(f"{made.root}: dataset {made.slug}, {len(made.files)} files")
+
+
+@kaggle_app.command("imagenet-weights")
+def kaggle_imagenet_weights(
+    out: Annotated[Path, typer.Argument(help="the dataset folder to write")],
+    model: Annotated[list[str], typer.Option("--model", help="timm backbone name")],
+    cache: Annotated[
+        Path | None, typer.Option(help="Hugging Face hub cache (default: HF_HOME/hub)")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="Kaggle user name")] = None,
+) -> None:
+    """A Kaggle dataset of timm ImageNet weights from the local cache (model.weights_dir)."""
+    from wildid.kaggle.bundle import resolve_user
+    from wildid.kaggle.imagenet import imagenet_weights
+
+    made = imagenet_weights(out, model, resolve_user(user), cache)
+    typer.echo(
+        f"{made.root}: dataset {made.slug}; set model.weights_dir=/kaggle/input/"
+        f"{made.slug.split('/')[-1]}"
+    )
 
 
 def main() -> None:

