@@ -13,6 +13,7 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid detect crop CONFIG [key=value ...]  (detect every photo, crop what was found)
     wildid kaggle bundle OUT [--user U] [--packages P ...] [--notebooks DIR]
                          [--weights-dataset SLUG ...]   (code dataset + kernel folders)
+    wildid kaggle simulate OUT --competition DIR [--config C] [--override K=V ...]
     wildid kaggle push OUT [-m MESSAGE] [--no-wait]    (datasets, then kernels in order)
     wildid kaggle weights RUN_DIR OUT [--user U]       (a run's checkpoints as a dataset)
     wildid kaggle imagenet-weights OUT --model NAME ... [--cache DIR] [--user U]
@@ -20,6 +21,7 @@ These forms are a contract that scripts outside the project rely on; extend, don
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -395,6 +397,41 @@ def kaggle_bundle(
     for kernel in made.kernels:
         typer.echo(f"kernel {kernel}")
     typer.echo(f"upload: wildid kaggle push {out}")
+
+
+@kaggle_app.command("simulate")
+def kaggle_simulate(
+    out: Annotated[Path, typer.Argument(help="a new folder for the bundle and the session")],
+    competition: Annotated[
+        Path, typer.Option(help="competition folder (train.csv, images, sample_submission.csv)")
+    ],
+    config: Annotated[str, typer.Option(help="config the kernels run (their CONFIG)")] = "mini",
+    override: Annotated[
+        list[str] | None, typer.Option(help="key=value for the kernels' OVERRIDES (repeat)")
+    ] = None,
+    packages: Annotated[
+        list[str] | None, typer.Option(help="dependency wheels to bundle (default: as bundle)")
+    ] = None,
+    timeout: Annotated[int, typer.Option(help="seconds a notebook cell may run")] = 900,
+) -> None:
+    """Rehearse the kernels as Kaggle runs them: bundle, then each notebook in its own
+    offline kernel with read-only inputs; check that nothing retrains and the submission."""
+    from wildid.kaggle.simulate import rehearse
+
+    sim, submission = rehearse(
+        out,
+        competition,
+        config,
+        override or (),
+        None if packages is None else [p for p in packages if p],
+        timeout,
+    )
+    typer.echo(f"simulated /kaggle: {sim.root} ({'; '.join(sim.isolation)})")
+    for kernel in sim.kernels:
+        typer.echo(f"  {kernel.slug:<20} {kernel.seconds:>7.1f} s  {len(kernel.written)} files")
+    typer.echo(f"submission {submission}: valid")
+    summary = {k.slug: k.seconds for k in sim.kernels}
+    typer.echo(json.dumps({"kernels": summary, "submission": str(submission)}))
 
 
 @kaggle_app.command("push")

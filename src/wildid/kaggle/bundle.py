@@ -7,12 +7,14 @@
     OUT/kernels/06_submit/
 
 Kernels run with the internet off, so everything wildid needs beyond Kaggle's Docker
-image travels as wheels in the code dataset, and a notebook installs them with
+image travels as wheels in the code dataset, with `install.py` (wildid/kaggle/install.py),
+which every notebook's first cell runs when wildid is not installed:
 
-    pip install --no-index --no-deps /kaggle/input/wildid-code/*.whl
+    python /kaggle/input/wildid-code/install.py
 
-(`--no-deps`: every other dependency is already in the image, and pip must not try to
-reach PyPI for one it would rather upgrade).
+It installs wildid and its extras with `pip --no-index` from these wheels only (pip checks
+that every dependency is in the image or here), then the weights-only packages with
+`--no-deps`.
 
 What the image lacks was read from github.com/Kaggle/docker-python (commit 78aaa43,
 2026-08-12): `Dockerfile.tmpl` builds on Colab's runtime image with Python 3.12
@@ -69,7 +71,8 @@ KAGGLE_PLATFORMS: tuple[str, ...] = (
     "manylinux1_x86_64",
     "linux_x86_64",
 )
-INSTALL = "pip install --no-index --no-deps /kaggle/input/{slug}/*.whl"
+INSTALL = "python /kaggle/input/{slug}/install.py"
+INSTALLER = Path(__file__).with_name("install.py")
 
 
 class BundleError(KaggleError):
@@ -156,14 +159,15 @@ def installed_version(package: str) -> str:
         ) from None
 
 
-def download_wheels(packages: Sequence[str], dest: Path) -> list[Path]:
-    """Each package's wheel at the installed version, for Kaggle's Python and platform."""
+def download_wheels(packages: Sequence[str], dest: Path, python: str = KAGGLE_PYTHON) -> list[Path]:
+    """Each package's wheel at the installed version, for Kaggle's platform and `python`
+    (Kaggle's interpreter; another for a local rehearsal, `wildid kaggle simulate`)."""
     if not packages:
         return []
     pins = [f"{name}=={installed_version(name)}" for name in packages]
     with tempfile.TemporaryDirectory(prefix="wildid-wheels-") as tmp:
         args = ["download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", tmp]
-        args += ["--python-version", KAGGLE_PYTHON, "--implementation", "cp"]
+        args += ["--python-version", python, "--implementation", "cp"]
         for platform in KAGGLE_PLATFORMS:
             args += ["--platform", platform]
         _pip([*args, *pins], f"pip download {' '.join(pins)}")
@@ -208,6 +212,7 @@ def bundle(
     packages: Sequence[str] = KAGGLE_MISSING,
     notebooks: str | Path | None = None,
     weights_datasets: Sequence[str] = (),
+    python: str = KAGGLE_PYTHON,
 ) -> Bundle:
     """Write the code dataset and the kernel folders under `out`; validate their metadata.
 
@@ -231,7 +236,8 @@ def bundle(
     staging = _staging(dataset)
     kernel_stagings: list[Path] = []
     try:
-        wheels = [build_wheel(staging), *download_wheels(packages, staging)]
+        wheels = [build_wheel(staging), *download_wheels(packages, staging, python)]
+        shutil.copyfile(INSTALLER, staging / INSTALLER.name)
         write_text(staging / "README.md", _code_readme(wheels))
         metadata.write_metadata(
             staging,
