@@ -301,12 +301,14 @@ def check_fallbacks(crops: CropSet, config: CropConfig) -> None:
             file=sys.stderr,
         )
         return
-    source = {"boxes": "boxes.csv / crop.boxes", "detector": "the detector"}[config.source]
+    if config.source == "detector":
+        source, detect = "the detector", "lower detect.conf or train it longer"
+    else:
+        source, detect = "boxes.csv / crop.boxes", "detect boxes (crop.source=detector)"
     raise FallbackError(
         f"crop: most photos got no box from {source} and would train and match as whole "
         f"photos: {listed} {where}. Attach a box file (crop.boxes=[{{path: FILE, kind: "
         "fullbody}]: ours or public Happywhale detections, see wildid.data.boxfiles), "
-        "detect boxes (crop.source=detector), make CAM boxes (`wildid boxes DATA`, then "
-        "the crop.boxes it prints), or accept whole photos (crop.source=whole, or "
-        "crop.allow_fallback=true)."
+        f"{detect}, make CAM boxes (`wildid boxes DATA`, then the crop.boxes it prints), "
+        "or accept whole photos (crop.source=whole, or crop.allow_fallback=true)."
     )

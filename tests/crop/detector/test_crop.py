@@ -75,12 +75,12 @@ def test_crops_follow_the_detected_boxes(tiny_run) -> None:
 
 
 def test_no_detection_falls_back_to_the_whole_photo(tiny_run, tmp_path, tiny_config) -> None:
-    config = tiny_config(tiny_run.competition.root, tmp_path, "detect.conf=1.0")
-    with pytest.raises(FallbackError, match="most photos got no box from the detector"):
-        crop(config, tiny_run.competition, tiny_run.detector, progress=False)
-    config = tiny_config(
-        tiny_run.competition.root, tmp_path, "detect.conf=1.0", "crop.allow_fallback=true"
+    refused = tiny_config(
+        tiny_run.competition.root, tmp_path, "detect.conf=1.0", "crop.allow_fallback=false"
     )
+    with pytest.raises(FallbackError, match="most photos got no box from the detector"):
+        crop(refused, tiny_run.competition, tiny_run.detector, progress=False)
+    config = tiny_config(tiny_run.competition.root, tmp_path, "detect.conf=1.0")
     crops = crop(config, tiny_run.competition, tiny_run.detector, progress=False)
     assert set(crops.table["source"]) == {"fallback"}
     row = crops.table.iloc[0]
