@@ -144,15 +144,19 @@ def test_import_of_a_missing_folder_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "error:" in result.output
 
 
-def test_boxes_writes_one_box_per_photo_and_keeps_existing_ones(tiny_copy: Path) -> None:
-    truth = (tiny_copy / "boxes.csv").read_bytes()
-    result = _invoke("boxes", tiny_copy)
-    assert result.exit_code == 2 and "--force" in result.output
-    assert (tiny_copy / "boxes.csv").read_bytes() == truth  # ground truth left alone
-
-    result = _invoke("boxes", tiny_copy, "--force")
+def test_boxes_write_to_the_working_folder_and_crop_through_crop_boxes(
+    tiny_copy: Path, tmp_path: Path
+) -> None:
+    (tiny_copy / "boxes.csv").unlink()  # a catalogue without boxes
+    data_files = sorted(p.name for p in tiny_copy.iterdir())
+    working = tmp_path / "w"
+    result = _invoke("boxes", tiny_copy, "--working", working)
     assert result.exit_code == 0, result.output
-    boxes = pd.read_csv(tiny_copy / "boxes.csv", dtype={"image": str})
+    target = working / "boxes" / f"{tiny_copy.name}.csv"
+    assert sorted(p.name for p in tiny_copy.iterdir()) == data_files  # DATA only read
+    setting = f"crop.boxes=[{{path: {target}, kind: fullbody}}]"
+    assert f"crop with them: '{setting}'" in result.output
+    boxes = pd.read_csv(target, dtype={"image": str})
     photos = pd.concat(
         [
             pd.read_csv(tiny_copy / "train.csv", dtype={"image": str}),
@@ -163,6 +167,23 @@ def test_boxes_writes_one_box_per_photo_and_keeps_existing_ones(tiny_copy: Path)
     assert (boxes["kind"] == "fullbody").all()
     assert ((boxes["x2"] > boxes["x1"]) & (boxes["y2"] > boxes["y1"])).all()
     assert (boxes[["x1", "y1"]] >= 0).all().all()
+
+    before = target.read_bytes()
+    result = _invoke("boxes", tiny_copy, "--working", working)
+    assert result.exit_code == 2 and "--force" in result.output
+    assert target.read_bytes() == before  # not replaced without --force
+    result = _invoke("boxes", tiny_copy, "--out", tiny_copy / "boxes.csv")
+    assert result.exit_code == 2 and "only read" in result.output
+    assert not (tiny_copy / "boxes.csv").exists()
+
+    common = (MINI, f"data={tiny_copy}", f"working={working}", "crop.size=48")
+    result = _invoke("crop", *common)  # no box for any photo: refused, one line
+    assert result.exit_code == 2
+    assert "most photos got no box" in result.output and "crop.boxes" in result.output
+    result = _invoke("crop", *common, setting)
+    assert result.exit_code == 0, result.output
+    crops = pd.read_csv(result.output.split("crops in ")[-1].strip() + "/crops.csv")
+    assert (crops["source"] == "box").all()
 
 
 def test_run_with_the_head_blend_prints_its_map5(tiny_comp: Path, tmp_path: Path) -> None:

@@ -210,3 +210,27 @@ def test_shipped_configs_load_by_name_from_anywhere(tmp_path: Path, monkeypatch)
     assert load_config(own).name == "mine"
     with pytest.raises(ConfigError, match=r"nope: config file not found; .*happywhale/"):
         load_config("nope")
+
+
+def test_crop_boxes_entries_and_the_fallback_opt_in() -> None:
+    config = load_config(
+        None,
+        [
+            "crop.boxes=[{path: /kaggle/input/x/fullbody_train.csv, kind: fullbody}, b.csv]",
+            "crop.allow_fallback=true",
+        ],
+    )
+    first, second = config.crop.boxes
+    assert (first.path, first.kind, first.min_score) == (
+        "/kaggle/input/x/fullbody_train.csv",
+        "fullbody",
+        0.01,
+    )
+    assert (second.path, second.kind) == ("b.csv", None)  # a bare path: the file's kinds
+    assert config.crop.allow_fallback is True
+    defaults = load_config(None).crop
+    assert defaults.boxes is None and defaults.allow_fallback is None  # old runs' identity
+    with pytest.raises(ConfigError, match="crop.boxes.0.kind"):
+        load_config(None, ["crop.boxes=[{path: a.csv, kind: tail}]"])
+    with pytest.raises(ConfigError, match="crop.source is whole"):
+        load_config(None, ["crop.boxes=[a.csv]", "crop.source=whole"])

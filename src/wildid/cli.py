@@ -3,7 +3,7 @@
 These forms are a contract that scripts outside the project rely on; extend, don't break:
     wildid synth OUT [--seed N] [--individuals N] [--size PX]
     wildid import SRC OUT [--group REGEX] [--new-fraction F] [--seed N]
-    wildid boxes DIR [--force]                 (animal boxes.csv from ImageNet class maps)
+    wildid boxes DIR [--out FILE] [--working DIR] [--force]   (CAM animal boxes)
     wildid run CONFIG [key=value ...]          (data=DIR chooses the competition folder)
     wildid validate SUBMISSION --data DIR      (exit 0 when valid)
     wildid score SUBMISSION SOLUTION           (last line: MAP@5 <value>)
@@ -124,16 +124,32 @@ def import_(
 @app.command()
 def boxes(
     data: Path,
-    force: Annotated[bool, typer.Option(help="replace an existing boxes.csv")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="box file to write (default: WORKING/boxes/<DATA folder name>.csv)"),
+    ] = None,
+    working: Annotated[Path, typer.Option(help="the config's working folder (`working:`)")] = Path(
+        "working"
+    ),
+    force: Annotated[bool, typer.Option(help="replace an existing box file")] = False,
 ) -> None:
-    """Write DATA/boxes.csv: one animal box per photo from the shipped ImageNet classifier's
-    activation map, for catalogues that come without boxes (`crop.source: boxes` then crops
-    the animal instead of using the whole photo; what `make bench-quality` does on nyala)."""
+    """Write one animal box per photo of DATA, from the shipped ImageNet classifier's
+    activation map, for catalogues that come without boxes. DATA is only read (it may be
+    read-only, e.g. /kaggle/input/...): the boxes go to the working folder, and the
+    `crop.boxes` setting printed last makes the crop stage use them (what `make
+    bench-quality` does on nyala)."""
     from wildid.crop.saliency import cam_boxes
     from wildid.data.competition import DataError, load_competition
     from wildid.io import write_csv
 
-    target = data / "boxes.csv"
+    target = out if out is not None else working / "boxes" / f"{data.resolve().name}.csv"
+    if target.resolve().is_relative_to(data.resolve()):
+        _fail(
+            DataError(
+                f"{target}: inside the competition folder {data}, which is only read; "
+                "write the boxes elsewhere (--out FILE, or the default under --working)."
+            )
+        )
     if target.exists() and not force:
         _fail(
             DataError(
@@ -154,6 +170,7 @@ def boxes(
     table = cam_boxes(images, paths)
     write_csv(table.drop(columns="area"), target)
     typer.echo(f"{target}: {len(table)} boxes")
+    typer.echo(f"crop with them: 'crop.boxes=[{{path: {target}, kind: fullbody}}]'")
 
 
 @app.command()

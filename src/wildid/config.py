@@ -38,6 +38,26 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class BoxFile(Section):
+    """One entry of `crop.boxes`: a box file read in place (never written, so it may sit
+    on a read-only path such as /kaggle/input/...), and the kind its boxes are. The formats
+    (our boxes.csv; YOLOv5 `bbox`/`conf` detections; Detic `box`) are told apart by their
+    columns: see wildid.data.boxes."""
+
+    path: str
+    # The kind these boxes crop. Required for files without a `kind` column; for a file
+    # with one, only its rows of this kind are read (None: every row, by its own kind).
+    kind: Literal["fullbody", "backfin"] | None = None
+    # Boxes scored below this are dropped (their photos fall back to the whole photo);
+    # 0.01 is the threshold of the 1st-place solution (knshnb, bbox_conf_threshold).
+    min_score: float = Field(0.01, ge=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+
 class CropConfig(Section):
     """How each photo becomes the image the model sees."""
 
@@ -47,6 +67,16 @@ class CropConfig(Section):
     source: Literal["boxes", "detector", "whole"] = "boxes"  # boxes.csv, YOLO, or no crop
     margin: float = Field(0.1, ge=0.0, le=1.0)  # fraction of the box size added on each side
     size: int = Field(256, ge=32)  # longer side of cached crops, px
+    # Box files beside the competition folder's boxes.csv, e.g. public Happywhale detections
+    # or `wildid boxes` output: [{path: FILE, kind: fullbody}, ...] (a bare path for a file
+    # with a kind column). Per kind they replace boxes.csv's boxes (kinds they lack still
+    # come from it); where entries overlap, the earlier one wins. With source=detector they
+    # replace the detector's boxes of their kinds. None (the default) and [] read none.
+    boxes: list[BoxFile] | None = None
+    # The crop stage refuses to go on when most photos of a kind and split got no box (the
+    # whole photo stands in, `fallback` in crops.csv): true accepts that (a warning names
+    # the counts). None (the default) means false. crop.source=whole asks for whole photos.
+    allow_fallback: bool | None = None
 
     @model_validator(mode="after")
     def _ratios_match_kinds(self) -> CropConfig:
@@ -56,6 +86,15 @@ class CropConfig(Section):
             raise ValueError(
                 f"crop.ratios {self.ratios} must give one weight >= 0 per kind in "
                 f"crop.kinds {self.kinds}, not all zero."
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _boxes_need_a_box_source(self) -> CropConfig:
+        if self.boxes and self.source == "whole":
+            raise ValueError(
+                "crop.boxes is set but crop.source is whole (no boxes are used); "
+                "set crop.source=boxes to crop with them, or drop crop.boxes."
             )
         return self
 

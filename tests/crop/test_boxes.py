@@ -246,3 +246,97 @@ def test_unreadable_photo_is_named(tiny_copy: Path, tmp_path: Path) -> None:
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(OSError, match=f"{broken.name}: cannot read image"):
         make_crops(comp, _config(), tmp_path / "w", progress=False)
+
+
+def _without_boxes(tiny_copy: Path) -> Path:
+    (tiny_copy / "boxes.csv").unlink()
+    return tiny_copy
+
+
+def test_mostly_fallback_is_refused_after_the_manifest_is_saved(
+    tiny_copy: Path, tmp_path: Path
+) -> None:
+    comp = load_competition(_without_boxes(tiny_copy))
+    with pytest.raises(crop_module.FallbackError) as err:
+        make_crops(comp, _config(), tmp_path, progress=False)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"fullbody train {len(comp.train)}/{len(comp.train)}" in message
+    assert f"fullbody test {len(comp.test)}/{len(comp.test)}" in message
+    for way in ("crop.boxes", "crop.source=detector", "wildid boxes", "crop.source=whole"):
+        assert way in message
+    (manifest,) = tmp_path.glob("crops/*/crops.csv")  # saved: a re-run resumes
+    assert len(pd.read_csv(manifest)) == len(comp.train) + len(comp.test)
+
+
+def test_whole_photos_accepted_explicitly(
+    tiny_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    comp = load_competition(_without_boxes(tiny_copy))
+    crops = make_crops(comp, _config(allow_fallback=True), tmp_path, progress=False)
+    assert set(crops.table["source"]) == {"fallback"}
+    assert "warning: crop: no box" in capsys.readouterr().err
+    make_crops(comp, _config(source="whole"), tmp_path, progress=False)
+    assert capsys.readouterr().err == ""  # whole photos asked for: nothing to report
+
+
+def test_a_few_fallbacks_are_reported_not_refused(
+    tiny_comp: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    comp = load_competition(tiny_comp)
+    boxes = comp.boxes[comp.boxes["image"] != comp.test["image"].iloc[0]]
+    make_crops(comp, _config(), tmp_path, boxes=boxes, progress=False)
+    line = capsys.readouterr().err.strip()
+    assert line.count("\n") == 0
+    assert f"fullbody test 1/{len(comp.test)}" in line and "train" not in line.split("(")[0]
+
+
+def _box_file(path: Path, comp, shift: int = 0, kind: str | None = "fullbody") -> Path:  # noqa: ANN001
+    """The competition's fullbody boxes as a YOLOv5-style file (bbox/conf), `shift` px in."""
+    rows = comp.boxes[comp.boxes["kind"] == "fullbody"]
+    lines = ["image,bbox,conf"] + [
+        f'{r.image},"[[{r.x1 + shift} {r.y1} {r.x2} {r.y2}]]",[0.9]'
+        for r in rows.itertuples(index=False)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_crop_boxes_files_crop_a_competition_without_boxes(tiny_copy: Path, tmp_path: Path) -> None:
+    comp = load_competition(tiny_copy)
+    path = _box_file(tmp_path / "fullbody_train.csv", comp)
+    plain = make_crops(comp, _config(), tmp_path / "a", progress=False)
+    (tiny_copy / "boxes.csv").unlink()
+    comp = load_competition(tiny_copy)
+    config = _config(boxes=[{"path": str(path), "kind": "fullbody"}])
+    crops = make_crops(comp, config, tmp_path / "b", progress=False)
+    assert (crops.table["source"] == "box").all()
+    columns = ["image", "x1", "y1", "x2", "y2"]
+    assert crops.table[columns].equals(plain.table[columns])
+
+
+def test_crop_boxes_replace_boxes_csv_per_kind_earlier_entry_first(
+    tiny_comp: Path, tmp_path: Path
+) -> None:
+    comp = load_competition(tiny_comp)
+    first = _box_file(tmp_path / "first.csv", comp, shift=2)
+    second = _box_file(tmp_path / "second.csv", comp, shift=4)
+    kinds = ["fullbody", "backfin"]
+    plain = make_crops(comp, _config(kinds=kinds, margin=0.0), tmp_path / "a", progress=False)
+    config = _config(
+        kinds=kinds,
+        margin=0.0,
+        boxes=[{"path": str(first), "kind": "fullbody"}, {"path": str(second), "kind": "fullbody"}],
+    )
+    crops = make_crops(comp, config, tmp_path / "b", progress=False)
+    full = crops.table["kind"] == "fullbody"
+    assert crops.table.loc[full, "x1"].equals(plain.table.loc[full, "x1"] + 2)  # first wins
+    back = ~full  # no entry gives backfin: boxes.csv's
+    assert crops.table.loc[back, ["x1", "source"]].equals(plain.table.loc[back, ["x1", "source"]])
+
+
+def test_new_crop_keys_leave_the_crop_folder_key_alone(tiny_comp: Path, tmp_path: Path) -> None:
+    comp = load_competition(tiny_comp)
+    first = make_crops(comp, _config(), tmp_path, progress=False)
+    again = make_crops(comp, _config(allow_fallback=True, boxes=[]), tmp_path, progress=False)
+    assert again.root == first.root

@@ -1,9 +1,22 @@
 """Crop stage: every train and test photo becomes one cached image per crop kind.
 
 Sources of boxes: `boxes.csv` in the competition folder (ground truth for synthetic data,
-or boxes a user brings), or none (`whole`: the photo itself). Crops are expanded by a
-margin, clipped to the photo and downscaled so their longer side is `crop.size`: training
-then reads small files, which keeps two CPU cores busy on the model, not on JPEG decoding.
+or boxes a user brings), the box files of `crop.boxes` (read in place from any path, e.g.
+public Happywhale detections under /kaggle/input: formats in `wildid.data.boxfiles`), the
+detector's (`crop.source: detector`), or none (`whole`: the photo itself). Per kind,
+`crop.boxes` replaces the other source: a kind any entry provides takes its boxes from the
+entries alone (the earlier entry first where two overlap); other kinds keep boxes.csv's
+(or the detector's). Crops are expanded by a margin, clipped to the photo and downscaled
+so their longer side is `crop.size`: training then reads small files, which keeps two CPU
+cores busy on the model, not on JPEG decoding.
+
+No silent whole-photo training: a photo without a usable box is cropped whole and
+recorded as `fallback`. After cropping (the manifest is saved first, so a re-run resumes),
+when more than half the photos of a kind and split fell back, `make_crops` raises
+`FallbackError` with the counts and the ways out (attach `crop.boxes`, use the detector,
+make CAM boxes with `wildid boxes`, or accept whole photos: `crop.source=whole` or
+`crop.allow_fallback=true`); a minority of fallbacks is printed as one warning line.
+Every caller (the CLI's run and crop, the notebooks, the detector's crop) goes through it.
 
 Output: `working/crops/<key>/<kind>/<image>` plus the manifest `crops.csv` (image, split,
 kind, path, x1, y1, x2, y2, source, size, mtime_ns, width, height): the region cropped,
@@ -21,6 +34,7 @@ longer in the competition leave the manifest; their files stay.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -32,11 +46,20 @@ from tqdm.auto import tqdm
 
 from wildid import cache
 from wildid.config import CropConfig
+from wildid.data.boxfiles import read_box_files
 from wildid.data.competition import Competition
+from wildid.errors import WildidError
 from wildid.io import atomic_path, write_csv
 
 Box = tuple[int, int, int, int]
 SAVE_EVERY = 500  # crops between two rewrites of the manifest
+# Settings that choose boxes or judge the result, not how a box is cropped: kept out of the
+# crop folder's key (a changed box is re-cropped per photo by the manifest's records).
+NOT_IN_KEY = {"boxes", "allow_fallback"}
+
+
+class FallbackError(WildidError, ValueError):
+    """Most photos of a crop kind and split got no box: they would train as whole photos."""
 
 
 class Crop(NamedTuple):
@@ -108,12 +131,30 @@ def crop_region(
     return region, "box"
 
 
+def gather_boxes(
+    competition: Competition, config: CropConfig, boxes: pd.DataFrame | None = None
+) -> pd.DataFrame | None:
+    """The boxes to crop with: `boxes` (e.g. the detector's) or the competition's boxes.csv
+    (with crop.source=boxes), each kind that crop.boxes provides replaced by its files'."""
+    if boxes is None and config.source == "boxes":
+        boxes = competition.boxes
+    if config.source == "whole" or not config.boxes:
+        return boxes
+    files = read_box_files(config.boxes)
+    if boxes is not None:
+        kept = boxes[~boxes["kind"].isin(set(files["kind"]))]
+        files = pd.concat([files, kept.assign(priority=len(config.boxes))], ignore_index=True)
+    return files
+
+
 def _box_lookup(boxes: pd.DataFrame | None) -> dict[tuple[str, str], Box]:
+    """(image, kind) -> box: of several, the first entry's (`priority`), then the best score."""
     if boxes is None:
         return {}
-    best = boxes.sort_values("score", ascending=False) if "score" in boxes else boxes
+    keys = [c for c in ("priority", "score") if c in boxes]
+    best = boxes.sort_values(keys, ascending=[c == "priority" for c in keys], kind="stable")
     best = best.drop_duplicates(["image", "kind"])
-    coords = best[["x1", "y1", "x2", "y2"]].to_numpy().round().astype(int)
+    coords = best[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float).round().astype(int)
     return {(i, k): tuple(c) for i, k, c in zip(best["image"], best["kind"], coords, strict=True)}
 
 
@@ -163,11 +204,13 @@ def make_crops(
     boxes: pd.DataFrame | None = None,
     progress: bool = True,
 ) -> CropSet:
-    """Crop every train and test photo for each configured kind; reuse up-to-date crops."""
-    boxes = (
-        boxes if boxes is not None else (competition.boxes if config.source == "boxes" else None)
-    )
-    key = cache.fingerprint(config.model_dump(), str(competition.root.resolve()))
+    """Crop every train and test photo for each configured kind; reuse up-to-date crops.
+
+    Raises FallbackError (after saving the manifest) when most photos of a kind and split
+    got no box; see `check_fallbacks`.
+    """
+    boxes = gather_boxes(competition, config, boxes)
+    key = cache.fingerprint(config.model_dump(exclude=NOT_IN_KEY), str(competition.root.resolve()))
     root = Path(working) / "crops" / key
     manifest = root / "crops.csv"
     previous = _read_manifest(manifest)
@@ -219,4 +262,53 @@ def make_crops(
     finally:  # also when a crop fails: a re-run resumes from what was done
         if changed:
             save()
-    return CropSet(root, pd.DataFrame([crops[job] for job in order], columns=COLUMNS))
+    result = CropSet(root, pd.DataFrame([crops[job] for job in order], columns=COLUMNS))
+    check_fallbacks(result, config)
+    return result
+
+
+def fallback_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per kind and split (kinds cropped from boxes): photos, and how many fell back."""
+    boxed = table[table["kind"] != "whole"]
+    return (
+        boxed.assign(fallback=boxed["source"] == "fallback")
+        .groupby(["kind", "split"], sort=False)
+        .agg(photos=("image", "size"), fallback=("fallback", "sum"))
+        .reset_index()
+    )
+
+
+def check_fallbacks(crops: CropSet, config: CropConfig) -> None:
+    """Refuse most photos of a kind and split cropped whole for want of a box; warn of a few.
+
+    Nothing is checked with crop.source=whole (whole photos asked for); with
+    crop.allow_fallback true any share is accepted and warned of.
+    """
+    if config.source == "whole":
+        return
+    counts = fallback_counts(crops.table)
+    counts = counts[counts["fallback"] > 0]
+    if counts.empty:
+        return
+    listed = ", ".join(
+        f"{r.kind} {r.split} {r.fallback}/{r.photos}" for r in counts.itertuples(index=False)
+    )
+    where = f"(source 'fallback' in {crops.root / 'crops.csv'})"
+    most = counts[counts["fallback"] * 2 > counts["photos"]]
+    if most.empty or config.allow_fallback:
+        print(
+            f"warning: crop: no box, so cropped as the whole photo: {listed} {where}",
+            file=sys.stderr,
+        )
+        return
+    if config.source == "detector":
+        source, detect = "the detector", "lower detect.conf or train it longer"
+    else:
+        source, detect = "boxes.csv / crop.boxes", "detect boxes (crop.source=detector)"
+    raise FallbackError(
+        f"crop: most photos got no box from {source} and would train and match as whole "
+        f"photos: {listed} {where}. Attach a box file (crop.boxes=[{{path: FILE, kind: "
+        "fullbody}]: ours or public Happywhale detections, see wildid.data.boxfiles), "
+        f"{detect}, make CAM boxes (`wildid boxes DATA`, then the crop.boxes it prints), "
+        "or accept whole photos (crop.source=whole, or crop.allow_fallback=true)."
+    )

@@ -8,8 +8,10 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
+from wildid.crop.boxes import FallbackError
 from wildid.crop.detector.crop import COLUMNS, best_boxes, crop, detect_boxes
 
 # The package exports the function `crop`, which hides the module of the same name.
@@ -73,6 +75,11 @@ def test_crops_follow_the_detected_boxes(tiny_run) -> None:
 
 
 def test_no_detection_falls_back_to_the_whole_photo(tiny_run, tmp_path, tiny_config) -> None:
+    refused = tiny_config(
+        tiny_run.competition.root, tmp_path, "detect.conf=1.0", "crop.allow_fallback=false"
+    )
+    with pytest.raises(FallbackError, match="most photos got no box from the detector"):
+        crop(refused, tiny_run.competition, tiny_run.detector, progress=False)
     config = tiny_config(tiny_run.competition.root, tmp_path, "detect.conf=1.0")
     crops = crop(config, tiny_run.competition, tiny_run.detector, progress=False)
     assert set(crops.table["source"]) == {"fallback"}

@@ -5,7 +5,10 @@ score, detected): per photo and kind, the highest-scoring box, or, where the det
 found none above `detect.conf`, the whole photo with `detected` False. The crops are made
 by `wildid.crop.boxes.make_crops` from the detected boxes (margin, aspect ratio kept), so a
 photo without a detection falls back to the whole photo and `crops.csv` records it as
-`fallback`.
+`fallback`; when that is most photos of a kind and split, make_crops raises FallbackError
+after saving its manifest (`crop.allow_fallback=true` accepts it), as for boxes.csv.
+Nothing is written into the competition folder: detections, the exported dataset (links
+to the photos) and the runs live under `<working>/detect/`.
 
 Detection is the slow part, so it is resumable: the file is rewritten after every batch,
 and a re-run with the same weights and settings only detects photos not yet in it.
