@@ -42,7 +42,7 @@ class BoxFile(Section):
     """One entry of `crop.boxes`: a box file read in place (never written, so it may sit
     on a read-only path such as /kaggle/input/...), and the kind its boxes are. The formats
     (our boxes.csv; YOLOv5 `bbox`/`conf` detections; Detic `box`) are told apart by their
-    columns: see wildid.data.boxes."""
+    columns: see wildid.data.boxfiles."""
 
     path: str
     # The kind these boxes crop. Required for files without a `kind` column; for a file

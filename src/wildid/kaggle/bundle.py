@@ -50,6 +50,9 @@ from wildid.kaggle import metadata
 from wildid.kaggle.api import KaggleError, load_credentials
 
 CODE_DATASET = "wildid-code"
+# Jan Bremer's public full-body boxes for this competition (wildid.data.boxfiles), which the
+# Kaggle configs crop with: every kernel attaches them.
+BOX_DATASET = "jpbremer/fullbodywhaleannotations"
 # Our dependencies that Kaggle's image does not ship (see the module docstring);
 # override with `wildid kaggle bundle --packages ...`.
 KAGGLE_MISSING: tuple[str, ...] = (
@@ -229,8 +232,9 @@ def bundle(
             f"notebooks not found: {', '.join(missing)} (pass --notebooks DIR holding "
             f"{', '.join(n + '.ipynb' for n in metadata.NOTEBOOKS)})."
         )
-    attached = [f"{user}/{CODE_DATASET}"]
+    attached = [f"{user}/{CODE_DATASET}", BOX_DATASET]
     attached += [slug if "/" in slug else f"{user}/{slug}" for slug in weights_datasets]
+    attached = list(dict.fromkeys(attached))
 
     dataset = out / "datasets" / CODE_DATASET
     staging = _staging(dataset)

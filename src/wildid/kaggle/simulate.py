@@ -381,6 +381,45 @@ def _tail(result: subprocess.CompletedProcess, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+# The public full-body boxes Happywhale competitors attach (wildid.kaggle.bundle.BOX_DATASET,
+# read by wildid.data.boxfiles), as the Kaggle configs name them: the rehearsal attaches the
+# competition's own boxes in their format under their slug, and crops with them.
+BOX_OVERRIDE = (
+    "[{path: ../input/fullbodywhaleannotations/fullbody_train.csv, kind: fullbody}, "
+    "{path: ../input/fullbodywhaleannotations/fullbody_test.csv, kind: fullbody}]"
+)
+
+
+def box_dataset(competition: Path, out: Path) -> Path | None:
+    """The competition's fullbody boxes.csv as Jan Bremer's fullbody_{train,test}.csv
+    (`image, bbox, conf`, bbox printed "[[x1 y1 x2 y2]]"), a dataset folder; None without
+    boxes.csv. Kaggle's competition has no boxes: this stands in for the attached set."""
+    import pandas as pd
+
+    from wildid.data.competition import load_competition
+    from wildid.kaggle.metadata import DATASET_FILE, dataset_metadata, write_metadata
+
+    source = load_competition(competition, check_images=False)
+    if source.boxes is None:
+        return None
+    boxes = source.boxes[source.boxes["kind"] == "fullbody"].drop_duplicates("image")
+    boxes = boxes.set_index("image")
+    out.mkdir(parents=True)
+    for split, table in (("train", source.train), ("test", source.test)):
+        rows = []
+        for image in table["image"]:
+            box = boxes.loc[image, ["x1", "y1", "x2", "y2"]] if image in boxes.index else None
+            bbox = "" if box is None else "[[" + " ".join(str(int(v)) for v in box) + "]]"
+            rows.append({"image": image, "bbox": bbox, "conf": "" if box is None else "[0.9]"})
+        pd.DataFrame(rows).to_csv(out / f"fullbody_{split}.csv", index=False)
+    from wildid.kaggle.bundle import BOX_DATASET
+
+    owner, slug = BOX_DATASET.split("/")
+    meta = dataset_metadata(owner, slug, "Full-body whale annotations (rehearsal copy)")
+    write_metadata(out, DATASET_FILE, meta)
+    return out
+
+
 def rehearse(
     out: str | Path,
     competition: str | Path,
@@ -404,7 +443,11 @@ def rehearse(
         raise SimulationError(f"{out}: exists; give a new folder (or delete this one).")
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     wheels = KAGGLE_MISSING if packages is None else packages
-    made = bundle(out / "bundle", user="wildid-sim", packages=wheels, python=python)
+    boxes = box_dataset(Path(competition), out / "boxes")
+    made = bundle(out / "bundle", "wildid-sim", wheels, python=python)  # attaches BOX_DATASET
+    if boxes is not None:  # the kernels crop with the attached box files, as on Kaggle
+        overrides = [f"crop.boxes={BOX_OVERRIDE}", *overrides]
     env = {"WILDID_CONFIG": config, "WILDID_OVERRIDES": shlex.join(overrides)}
-    sim = simulate(made.kernels, [made.dataset], Path(competition), out / "kaggle", env, timeout)
+    datasets = [made.dataset] if boxes is None else [made.dataset, boxes]
+    sim = simulate(made.kernels, datasets, Path(competition), out / "kaggle", env, timeout)
     return sim, check(sim, kernel_slug("03_train"))
