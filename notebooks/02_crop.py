@@ -19,8 +19,11 @@
 # Each photo is cut to its box (`crop.kinds`: `fullbody`, `backfin`, or `whole` for the
 # uncropped photo), expanded by `crop.margin` and shrunk to `crop.size` px, then cached in
 # `working/crops/<fingerprint>/`. Training then reads small files instead of decoding
-# large photos. A photo without a box falls back to the whole photo, and the manifest
-# records that as `fallback`, so a weak detector shows up as a number, not a mystery.
+# large photos. Boxes come from the competition's `boxes.csv`, from `crop.boxes` files (the
+# public Happywhale detections attached as a dataset; the Kaggle configs use Jan Bremer's
+# full-body boxes) or from the detector. A photo without a box falls back to the whole
+# photo, recorded as `fallback`; when most photos of a kind have none, this stage stops and
+# says what to do, rather than train on whole photos in silence.
 # Re-running is instant: the fingerprint covers the config and the input tables.
 # %% tags=["parameters"]
 # Parameters (papermill convention: this cell is tagged `parameters`). CONFIG None: the GPU
