@@ -10,7 +10,14 @@ from typer.testing import CliRunner
 
 from wildid.cli import app
 from wildid.kaggle import bundle as bundle_module
-from wildid.kaggle.bundle import BundleError, bundle, download_wheels, resolve_user
+from wildid.kaggle.bundle import (
+    BOX_DATASET,
+    INSTALLER,
+    BundleError,
+    bundle,
+    download_wheels,
+    resolve_user,
+)
 from wildid.kaggle.metadata import NOTEBOOKS
 
 
@@ -26,8 +33,12 @@ def test_layout_and_metadata(code_bundle) -> None:
     for folder in code_bundle.kernels:
         kernel = json.loads((folder / "kernel-metadata.json").read_text())
         assert (folder / kernel["code_file"]).is_file()
-        assert kernel["dataset_sources"] == ["alice/wildid-code"]
-    assert "pip install --no-index --no-deps" in (code_bundle.dataset / "README.md").read_text()
+        assert kernel["dataset_sources"] == ["alice/wildid-code", BOX_DATASET]
+    assert (
+        "python /kaggle/input/wildid-code/install.py"
+        in (code_bundle.dataset / "README.md").read_text()
+    )
+    assert (code_bundle.dataset / "install.py").read_text() == INSTALLER.read_text()
     assert not list(code_bundle.root.glob("**/.*new-*"))  # no staging folder left behind
 
 
@@ -59,6 +70,7 @@ def test_weights_datasets_are_attached_and_notebooks_must_exist(tmp_path, code_b
     kernel = json.loads((made.kernels[3] / "kernel-metadata.json").read_text())
     assert kernel["dataset_sources"] == [
         "alice/wildid-code",
+        BOX_DATASET,
         "alice/wildid-imagenet-weights",
         "eve/runs",
     ]
