@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: bench-train bench-retrieval bench-detect bench-quality
+bench: bench-train bench-retrieval bench-detect bench-quality bench-identify
 
 # Training step (JPEG crops, augmentation, model, loss, optimizer) vs a bare in-memory loop.
 bench-train: $(STAMP) $(MINI)/train.csv
@@ -56,6 +56,12 @@ bench-train: $(STAMP) $(MINI)/train.csv
 bench-retrieval: $(STAMP)
 	$(PY) benchmarks/bench_retrieval.py $(BENCH_ARGS)
 
+
+# Warm identify of one photo and start-up time: a Happywhale-sized package (51,033 x 512-d)
+# and a trained nyala run's package when working/nyala exists. Last line: JSON.
+.PHONY: bench-identify
+bench-identify: $(STAMP)
+	$(PY) benchmarks/bench_identify.py --work working/bench/identify
 
 # Detector (YOLO, fullbody + backfin) on the mini-competition: mAP50 per class, CPU seconds.
 .PHONY: bench-detect
