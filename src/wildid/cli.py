@@ -17,6 +17,7 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid kaggle push OUT [-m MESSAGE] [--no-wait]    (datasets, then kernels in order)
     wildid kaggle weights RUN_DIR OUT [--user U]       (a run's checkpoints as a dataset)
     wildid kaggle imagenet-weights OUT --model NAME ... [--cache DIR] [--user U]
+    wildid serve PACKAGE [--port N] [--host 127.0.0.1]   (the review web app, Gradio)
 """
 
 from __future__ import annotations
@@ -501,6 +502,27 @@ def kaggle_imagenet_weights(
         f"{made.root}: dataset {made.slug}; set model.weights_dir=/kaggle/input/"
         f"{made.slug.split('/')[-1]}"
     )
+
+
+@app.command()
+def serve(
+    package: Annotated[Path, typer.Argument(help="a package archive or its unpacked directory")],
+    port: Annotated[int, typer.Option(help="TCP port")] = 7860,
+    host: Annotated[
+        str, typer.Option(help="interface to bind; 0.0.0.0 shares the app on the network")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve the review app: identify uploaded photos, confirm or name, browse, export."""
+    from wildid.gallery.app import serve as serve_app
+
+    if host != "127.0.0.1":
+        typer.secho(
+            f"warning: serving on {host}: anyone who can reach this machine can enroll photos",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    typer.echo(f"wildid serve: http://{host}:{port}/ (Ctrl+C stops)")
+    serve_app(package, host=host, port=port)
 
 
 def main() -> None:
