@@ -13,12 +13,20 @@ of one animal are a little lower than single-photo best scores).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
+
+from wildid.gallery.embedder import PhotoEmbedder
+from wildid.gallery.package import Package, resolve_package
+from wildid.gallery.store import Catalogue, Gallery
+from wildid.io import atomic_path, write_csv, write_text
+from wildid.matching.sightings import pool_by_sighting
 
 RESULT_COLUMNS = ["query", "rank", "individual_id", "score", "probability"]
 
@@ -40,28 +48,170 @@ class QueryResult:
     new_individual: bool
 
 
-class Identifier:
-    """Loads a package's model once; identifies photos against its (growing) gallery."""
+@dataclass(frozen=True)
+class _Index:
+    """The gallery with rows grouped by individual, for one max-reduction per query."""
 
-    def __init__(self, package) -> None:  # noqa: ANN001 (Package, or a path)
-        raise NotImplementedError
+    gallery: Gallery
+    vectors: np.ndarray  # rows sorted by individual
+    photos: np.ndarray
+    individuals: np.ndarray  # (n,) sorted
+    starts: np.ndarray  # (n,) first row of each individual
+    stops: np.ndarray
+
+
+def _index(gallery: Gallery) -> _Index:
+    individuals, codes = np.unique(gallery.labels.astype(str), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    stops = np.r_[starts[1:], len(order)]
+    return _Index(
+        gallery,
+        np.ascontiguousarray(gallery.vectors[order]),
+        gallery.photos[order],
+        individuals.astype(object),
+        starts,
+        stops,
+    )
+
+
+class Identifier:
+    """Loads a package's model once; identifies photos against its (growing) gallery.
+
+    The gallery is re-read when the catalogue changed since the last call (an enroll or
+    undo by this or another process), so a long-lived Identifier (the app) stays current.
+    """
+
+    def __init__(self, package: Package | str | Path) -> None:
+        self.package = resolve_package(package)
+        self.embedder = PhotoEmbedder(self.package)
+        self.catalogue = Catalogue(self.package, embedder=self.embedder)
+        self.calibration = self.package.calibration
+        self.threshold = self.package.threshold
+        self.float16 = self.package.config.embed.dtype == "float16"
+        self._index: _Index | None = None
+
+    def index(self) -> _Index:
+        if self._index is None or self._index.gallery.version != self.catalogue.version():
+            self._index = _index(self.catalogue.gallery())
+        return self._index
 
     def identify(
         self, photos: Sequence[str | Path], sighting: bool = False, k: int = 5
     ) -> list[QueryResult]:
-        raise NotImplementedError
+        """Top-k individuals per photo; with `sighting`, the photos vote together."""
+        if not photos:
+            return []
+        embedded = self.embedder.embed(photos)
+        queries = embedded.vectors
+        if self.float16:  # as the pipeline stores its queries, so scores match its own
+            queries = queries.astype(np.float16).astype(np.float32)
+        index = self.index()
+        sims = queries @ index.vectors.T  # (photos, rows)
+        best = np.maximum.reduceat(sims, index.starts, axis=1)  # (photos, individuals)
+        if sighting and len(photos) > 1:
+            columns = np.arange(len(index.individuals))
+            best, _ = pool_by_sighting(best, columns, np.zeros(len(photos), dtype=int))
+        results = []
+        k = max(1, min(k, len(index.individuals)))
+        for q, path in enumerate(photos):
+            top = np.argpartition(-best[q], k - 1)[:k]
+            top = top[np.lexsort((top, -best[q, top]))]
+            probabilities = self.calibration.probability(best[q, top])
+            candidates = []
+            for rank, (code, probability) in enumerate(zip(top, probabilities, strict=True)):
+                start, stop = index.starts[code], index.stops[code]
+                photo = int(index.photos[start + int(np.argmax(sims[q, start:stop]))])
+                candidates.append(
+                    Candidate(
+                        rank + 1,
+                        str(index.individuals[code]),
+                        float(best[q, code]),
+                        float(probability),
+                        index.gallery.thumbnails[photo],
+                    )
+                )
+            top1 = candidates[0]
+            new = (
+                top1.score < self.threshold
+                if self.threshold is not None
+                else top1.probability < 0.5
+            )
+            results.append(QueryResult(str(path), embedded.crops[q], candidates, bool(new)))
+        return results
 
 
 def results_table(results: Sequence[QueryResult]) -> pd.DataFrame:
     """One row per query and rank: query, rank, individual_id, score, probability."""
-    raise NotImplementedError
+    rows = [
+        (r.query, c.rank, c.individual_id, round(c.score, 6), round(c.probability, 6))
+        for r in results
+        for c in r.candidates
+    ]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 def write_results(results: Sequence[QueryResult], path: str | Path) -> Path:
     """`results_table` as CSV, or JSON (a list of row objects) when `path` ends in .json."""
-    raise NotImplementedError
+    table = results_table(results)
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return write_text(path, json.dumps(table.to_dict(orient="records"), indent=2))
+    return write_csv(table, path)
+
+
+TILE = 224  # px: height of each picture on a match sheet
+
+
+def _tile(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    scale = TILE / rgb.shape[0]
+    width = max(TILE // 2, round(rgb.shape[1] * scale))
+    width = min(width, 2 * TILE)
+    picture = cv2.resize(rgb, (width, TILE), interpolation=cv2.INTER_AREA)
+    band = np.full((22 * len(lines) + 8, max(width, 200), 3), 255, np.uint8)
+    for i, text in enumerate(lines):
+        text = text.encode("ascii", "replace").decode()
+        cv2.putText(
+            band, text, (4, 20 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+        )
+    canvas = np.full((TILE + len(band), band.shape[1], 3), 255, np.uint8)
+    canvas[:TILE, :width] = picture
+    canvas[TILE:] = band
+    return canvas
 
 
 def match_sheet(result: QueryResult, path: str | Path) -> Path:
     """A PNG: the query crop beside each candidate's best-matching photo, score, probability."""
-    raise NotImplementedError
+    verdict = "new individual?" if result.new_individual else "known individual?"
+    tiles = [_tile(result.crop, [Path(result.query).name[:28], verdict])]
+    for c in result.candidates:
+        image = cv2.imread(str(c.photo), cv2.IMREAD_COLOR)
+        rgb = (
+            cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            if image is not None
+            else np.full((TILE, TILE, 3), 200, np.uint8)
+        )
+        tiles.append(
+            _tile(
+                rgb,
+                [
+                    f"#{c.rank} {c.individual_id}"[:28],
+                    f"score {c.score:.3f}",
+                    f"p(same) {c.probability:.2f}",
+                ],
+            )
+        )
+    height = max(t.shape[0] for t in tiles)
+    gap = np.full((height, 8, 3), 255, np.uint8)
+    parts = []
+    for tile in tiles:
+        padded = np.full((height, tile.shape[1], 3), 255, np.uint8)
+        padded[: tile.shape[0]] = tile
+        parts += [padded, gap]
+    sheet = np.hstack(parts[:-1])
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: cannot write the match sheet.")
+    return path

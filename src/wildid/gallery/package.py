@@ -146,7 +146,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _thumbnail(path: Path) -> bytes:
+def thumbnail(path: Path) -> bytes:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise PackageError(f"{path}: cannot read this gallery photo (missing or corrupt).")
@@ -317,7 +317,7 @@ def build_package(run: str | Path, out: Path, config: Config | None = None) -> P
         path = Path(config.data) / "train_images" / image
         shas.append(hashlib.sha256(path.read_bytes()).hexdigest())
         name = f"gallery/thumbs/{i}.jpg"
-        members[name] = _thumbnail(path)
+        members[name] = thumbnail(path)
         thumbs.append(name)
     table.insert(0, "id", np.arange(len(table)))
     table["sha256"], table["thumbnail"] = shas, thumbs
