@@ -354,7 +354,7 @@ def serve(
     os.environ["GRADIO_TEMP_DIR"] = str(private / "uploads")
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(private / "examples")
     identifier = Identifier(pkg)
-    catalogue = Catalogue(pkg, embedder=getattr(identifier, "embedder", None))
+    catalogue = getattr(identifier, "catalogue", None) or Catalogue(pkg, identifier.embedder)
     blocks = build_app(identifier, catalogue, export_root=private / "uploads")
     import gradio as gr
 
