@@ -217,3 +217,39 @@ def test_uploads_are_limited_in_type_content_and_count(tmp_path: Path) -> None:
     for bad in ([], [text], [gif], [fake], [good] * (app.MAX_PHOTOS + 1)):
         with pytest.raises(gr.Error):
             app.check_uploads(bad)
+
+
+def test_sighting_new_individual_skip_and_export(package, built, tmp_path: Path) -> None:
+    """The handlers behind the buttons, without a browser: one encounter of two photos
+    declared a new individual, a skip that enrolls nothing, and the export zip."""
+    import zipfile
+
+    import gradio as gr
+
+    from wildid.gallery.identify import Identifier
+
+    identifier = Identifier(package)
+    handlers = app._App(identifier, identifier.catalogue, tmp_path)
+    photos = [str(p) for p in built.test_photos()[:3]]
+
+    queue, status, *_ = handlers.identify(photos[:2], sighting=True)
+    assert len(queue.items) == 1 and len(queue.items[0].photos) == 2
+    assert "encounter 1 of 1" in status
+    with pytest.raises(gr.Error):
+        handlers.new(queue, "   ")
+    queue, status, *rest = handlers.new(queue, "NEW-1")
+    assert "Enrolled 2 photos as **NEW-1**" in status and not queue.items
+    table = rest[-1]
+    assert int(table.set_index("individual_id").loc["NEW-1", "photos"]) == 2
+
+    before = len(identifier.catalogue.records())
+    queue, *_ = handlers.identify(photos[2:], sighting=False)
+    queue, status, *_ = handlers.skip(queue)
+    assert status.startswith("Skipped") and len(identifier.catalogue.records()) == before
+    with pytest.raises(gr.Error):
+        handlers.skip(queue)
+
+    with zipfile.ZipFile(handlers.export()) as archive:
+        names = archive.namelist()
+    assert "catalogue.csv" in names
+    assert sum(n.startswith("NEW-1/") and not n.endswith("/") for n in names) == 2
