@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,6 +329,10 @@ def build_app(identifier: Any, catalogue: Any, export_root: str | Path | None = 
     return blocks
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def thumbnail_dirs(package_root: Path) -> list[str]:
     """The only package folders the browser may fetch from: the gallery's thumbnails."""
     return [str(package_root / "gallery" / "thumbs"), str(package_root / "enrolled" / "thumbs")]
@@ -361,6 +367,10 @@ def serve(
     theme = gr.themes.Default(
         font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
+    previous = None
+    if block and threading.current_thread() is threading.main_thread():
+        # `kill` (SIGTERM) stops the app like Ctrl+C, so the private folder is removed.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         blocks.launch(
             server_name=host,
@@ -379,4 +389,6 @@ def serve(
         if block:
             blocks.close()
             shutil.rmtree(private, ignore_errors=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return blocks
