@@ -17,6 +17,11 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid kaggle push OUT [-m MESSAGE] [--no-wait]    (datasets, then kernels in order)
     wildid kaggle weights RUN_DIR OUT [--user U]       (a run's checkpoints as a dataset)
     wildid kaggle imagenet-weights OUT --model NAME ... [--cache DIR] [--user U]
+    wildid package RUN OUT [--working DIR]     (RUN: working/<run>, or a run name)
+    wildid package --inspect PACKAGE
+    wildid identify PACKAGE PHOTO... [--sighting] [-k 5] [--out FILE.csv|.json] [--sheet DIR]
+    wildid enroll PACKAGE PHOTO... (--as ID | --new NAME) [--by WHO]
+    wildid enroll PACKAGE --undo ENTRY
     wildid serve PACKAGE [--port N] [--host 127.0.0.1]   (the review web app, Gradio)
 """
 
@@ -502,6 +507,97 @@ def kaggle_imagenet_weights(
         f"{made.root}: dataset {made.slug}; set model.weights_dir=/kaggle/input/"
         f"{made.slug.split('/')[-1]}"
     )
+
+
+# --------------------------------------------------------------------------- gallery
+# The field biologist's loop (wildid.gallery): package a run, identify, enroll.
+
+
+@app.command("package")
+def package_(
+    run: Annotated[
+        str | None, typer.Argument(help="run folder (working/<run>) or a run name under --working")
+    ] = None,
+    out: Annotated[Path | None, typer.Argument(help="the archive to write (.zip)")] = None,
+    inspect: Annotated[
+        Path | None, typer.Option("--inspect", help="list a package instead of building one")
+    ] = None,
+    working: Annotated[Path, typer.Option(help="where run names are looked up")] = Path("working"),
+) -> None:
+    """Package a trained run (weights, gallery, threshold, calibration) as one archive."""
+    from wildid.gallery.package import PackageError, build_package, inspect_package
+    from wildid.layout import RunLayout
+
+    if inspect is not None:
+        typer.echo(json.dumps(inspect_package(inspect), indent=2))
+        return
+    if run is None or out is None:
+        raise PackageError("usage: wildid package RUN OUT, or wildid package --inspect PACKAGE")
+    folder = Path(run)
+    if not folder.is_dir():
+        folder = RunLayout(working, Path("submissions"), run).root
+    if not folder.is_dir():
+        raise PackageError(f"{run}: neither a run folder nor a run under {working}/.")
+    archive = build_package(folder, out)
+    info = inspect_package(archive)
+    gallery = info["gallery"]
+    typer.echo(
+        f"{archive}: {gallery['photos']} photos of {gallery['individuals']} individuals, "
+        f"threshold {info['threshold']}, {info['members']} members, {info['bytes']} bytes"
+    )
+
+
+@app.command()
+def identify(
+    package: Annotated[Path, typer.Argument(help="a package archive or its directory")],
+    photos: Annotated[list[Path], typer.Argument(help="photos to identify")],
+    sighting: Annotated[
+        bool, typer.Option("--sighting", help="the photos are one encounter: they vote together")
+    ] = False,
+    k: Annotated[int, typer.Option("-k", min=1, help="candidates per photo")] = 5,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write the rows to FILE (.csv, or .json)")
+    ] = None,
+    sheet: Annotated[
+        Path | None, typer.Option("--sheet", help="write one match sheet PNG per photo here")
+    ] = None,
+) -> None:
+    """Rank the known individuals for each photo: score, probability, new_individual."""
+    from wildid.gallery.identify import Identifier, match_sheet, results_table, write_results
+
+    results = Identifier(package).identify(photos, sighting=sighting, k=k)
+    typer.echo(results_table(results).to_string(index=False))
+    for result in results:
+        verdict = "new_individual" if result.new_individual else result.candidates[0].individual_id
+        typer.echo(f"{result.query}: {verdict}")
+    if out is not None:
+        typer.echo(f"rows: {write_results(results, out)}")
+    if sheet is not None:
+        for i, result in enumerate(results):
+            made = match_sheet(result, sheet / f"{i:03d}_{Path(result.query).stem}.png")
+            typer.echo(f"sheet: {made}")
+
+
+@app.command()
+def enroll(
+    package: Annotated[Path, typer.Argument(help="a package archive or its directory")],
+    photos: Annotated[list[Path] | None, typer.Argument(help="photos to add")] = None,
+    as_: Annotated[str | None, typer.Option("--as", help="a known individual")] = None,
+    new: Annotated[str | None, typer.Option("--new", help="name a new individual")] = None,
+    by: Annotated[str, typer.Option("--by", help="who decided (the history records it)")] = "cli",
+    undo: Annotated[int | None, typer.Option("--undo", help="reverse history entry N")] = None,
+) -> None:
+    """Add photos to the gallery without retraining (or undo an entry of its history)."""
+    from wildid.gallery.store import Catalogue, CatalogueError
+
+    catalogue = Catalogue(package)
+    if undo is not None:
+        if photos or as_ or new:
+            raise CatalogueError("--undo takes no photos, --as or --new.")
+        typer.echo(f"entry {catalogue.undo(undo, who=by)}: undid entry {undo}")
+        return
+    for record in catalogue.enroll(photos or [], individual_id=as_, new_name=new, who=by):
+        typer.echo(f"entry {record.entry}: {record.source} -> {record.individual_id}")
 
 
 @app.command()

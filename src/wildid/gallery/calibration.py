@@ -7,7 +7,9 @@ labelled same individual or not. All top-k candidates, not only top-1, because t
 probability is shown beside every candidate. A run without validation queries (nyala's
 config trains on every gallery photo) is calibrated leave-one-sighting-out on the gallery
 itself: each photo queried against the photos of other sightings (of itself when the
-data has none). Only two floats are stored (JSON), never a fitted estimator (a pickle).
+data has none). Where no fit is possible (one class only) or the fit is not increasing
+(an undertrained model), DEFAULT stands in (p = 0.5 at cosine 0.5), marked `default`.
+Only two floats are stored (JSON), never a fitted estimator (a pickle).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def fit_calibration(scores: np.ndarray, same: np.ndarray, source: str) -> Calibr
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(C=100.0).fit(scores[:, None], same)
+    if model.coef_[0, 0] <= 0:  # a higher similarity must never mean a less likely match
+        return Calibration(DEFAULT.coef, DEFAULT.intercept, "default", len(same), positives)
     return Calibration(
         float(model.coef_[0, 0]), float(model.intercept_[0]), source, len(same), positives
     )

@@ -1,0 +1,107 @@
+"""gallery.identify and the package/identify/enroll commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from wildid.cli import app
+from wildid.gallery.identify import Identifier, match_sheet, results_table
+from wildid.gallery.store import Catalogue
+from wildid.matching.sightings import pool_by_sighting
+
+
+def test_a_train_photo_is_its_own_individual_at_rank_one(package, built) -> None:
+    identifier = Identifier(package)
+    for row in (0, 5):
+        photo, individual = built.train_photo(row)
+        [result] = identifier.identify([photo], k=5)
+        assert result.candidates[0].individual_id == individual
+        assert result.candidates[0].score > 0.99
+        assert [c.rank for c in result.candidates] == [1, 2, 3, 4, 5]
+        scores = [c.score for c in result.candidates]
+        assert scores == sorted(scores, reverse=True)
+        assert all(0 <= c.probability <= 1 and c.photo.is_file() for c in result.candidates)
+        assert result.crop.dtype == np.uint8 and result.crop.ndim == 3
+        assert not result.new_individual
+
+
+def test_enrolled_new_individual_comes_back_at_rank_one(package, built) -> None:
+    identifier = Identifier(package)
+    photo = built.test_photos()[0]
+    entry = Catalogue(package).enroll([photo], new_name="Nova")[0].entry  # another instance
+    [result] = identifier.identify([photo])
+    assert result.candidates[0].individual_id == "Nova"
+    Catalogue(package).undo(entry)
+    [result] = identifier.identify([photo])
+    assert "Nova" not in [c.individual_id for c in result.candidates]
+
+
+def test_sighting_photos_vote_together(package, built) -> None:
+    identifier = Identifier(package)
+    photos = built.test_photos()[:3]
+    pooled = identifier.identify(photos, sighting=True, k=4)
+    alone = identifier.identify(photos, k=len(identifier.index().individuals))
+    assert len({tuple(c.individual_id for c in r.candidates) for r in pooled}) == 1
+    scores = pd.DataFrame([{c.individual_id: c.score for c in r.candidates} for r in alone])
+    mean = scores.mean().sort_values(ascending=False)
+    got = [(c.individual_id, c.score) for c in pooled[0].candidates]
+    assert [g[0] for g in got] == list(mean.index[:4])
+    assert np.allclose([g[1] for g in got], mean.iloc[:4], atol=1e-5)
+    dense = scores.to_numpy(dtype=np.float32)
+    expected, _ = pool_by_sighting(dense, np.arange(dense.shape[1]), np.zeros(3))
+    assert np.allclose(np.sort(expected[0])[::-1][:4], [g[1] for g in got], atol=1e-5)
+
+
+def test_match_sheet_is_a_png(package, built, tmp_path: Path) -> None:
+    [result] = Identifier(package).identify([built.test_photos()[0]], k=3)
+    sheet = match_sheet(result, tmp_path / "sheet.png")
+    image = cv2.imread(str(sheet))
+    assert image is not None and image.shape[1] > 3 * 100
+    assert len(results_table([result])) == 3
+
+
+def test_cli_package_identify_enroll(built, tmp_path: Path) -> None:
+    runner = CliRunner()
+    archive = tmp_path / "p.zip"
+    done = runner.invoke(app, ["package", str(built.run), str(archive)])
+    assert done.exit_code == 0, done.output
+    inspected = runner.invoke(app, ["package", "--inspect", str(archive)])
+    assert json.loads(inspected.output)["checksums"] == "ok"
+    photo, individual = built.train_photo(0)
+    for name in ("rows.csv", "rows.json"):
+        done = runner.invoke(
+            app,
+            [
+                "identify",
+                str(archive),
+                str(photo),
+                "-k",
+                "3",
+                "--out",
+                str(tmp_path / name),
+                "--sheet",
+                str(tmp_path / "sheets"),
+            ],
+        )
+        assert done.exit_code == 0, done.output
+    rows = pd.read_csv(tmp_path / "rows.csv")
+    assert list(rows.columns) == ["query", "rank", "individual_id", "score", "probability"]
+    assert rows["rank"].tolist() == [1, 2, 3] and rows["individual_id"][0] == individual
+    assert json.loads((tmp_path / "rows.json").read_text())[0]["individual_id"] == individual
+    assert len(list((tmp_path / "sheets").glob("*.png"))) == 1
+    new = built.test_photos()[0]
+    done = runner.invoke(app, ["enroll", str(archive), str(new), "--new", "Kit", "--by", "me"])
+    assert done.exit_code == 0, done.output
+    again = runner.invoke(app, ["enroll", str(archive), str(new), "--as", "Kit"])
+    assert again.exit_code == 2 and "already in the gallery" in again.output
+    done = runner.invoke(app, ["identify", str(tmp_path / "p"), str(new), "-k", "1"])
+    assert "Kit" in done.output
+    assert runner.invoke(app, ["enroll", str(archive), "--undo", "1"]).exit_code == 0
+    missing = runner.invoke(app, ["package", "no-such-run", str(tmp_path / "q.zip")])
+    assert missing.exit_code == 2
