@@ -207,7 +207,7 @@ class _App:
             name = records[0].individual_id if records else "?"
             entry = records[0].entry if records else None
             done = f"Enrolled {len(records)} photo{'s' * (len(records) != 1)} as **{name}**" + (
-                f" (history entry {entry}; `wildid enroll --undo {entry}` reverses it)."
+                f" (history entry {entry}; `wildid enroll PACKAGE --undo {entry}` reverses it)."
                 if entry is not None
                 else "."
             )
