@@ -280,6 +280,9 @@ def build_app(identifier: Any, catalogue: Any, export_root: str | Path | None = 
                         visible=False,
                         columns=4,
                         height=200,
+                        preview=False,
+                        fit_columns=False,
+                        object_fit="contain",
                         interactive=False,
                         buttons=["fullscreen"],
                         elem_id="crops",
@@ -293,6 +296,7 @@ def build_app(identifier: Any, catalogue: Any, export_root: str | Path | None = 
                             interactive=False,
                             type="filepath",
                             height=180,
+                            buttons=["fullscreen"],
                             elem_id=f"candidate-{i}-photo",
                         )
                         info = gr.Markdown(visible=False, elem_id=f"candidate-{i}-info")
