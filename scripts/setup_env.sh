@@ -15,6 +15,25 @@ STAMP="$VENV/.wildid-installed"
 TORCH_CPU="torch==2.13.0"
 TORCHVISION_CPU="torchvision==0.28.0"
 
+# The browser test (tests/gallery/test_app.py) drives Debian's chromium through its
+# chromedriver. Install them where missing and apt is usable (root, or sudo without a
+# password); elsewhere the test skips, saying why. Nothing is printed when both are there.
+install_browser() {
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 || return 0
+  local SUDO=()
+  if [ "$(id -u)" != 0 ]; then
+    sudo -n true 2>/dev/null || { echo "setup: no chromium (apt needs root): browser test skips"; return 0; }
+    SUDO=(sudo -n)
+  fi
+  echo "setup: installing chromium and chromium-driver (apt) for the browser test"
+  local APT=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -qq -y)
+  "${APT[@]}" install chromium chromium-driver >/dev/null 2>&1 \
+    || { "${APT[@]}" update >/dev/null 2>&1 && "${APT[@]}" install chromium chromium-driver >/dev/null 2>&1; } \
+    || echo "setup: warning: apt-get could not install chromium: the browser test skips" >&2
+}
+install_browser
+
 if [ -f "$STAMP" ] && [ "$STAMP" -nt requirements.txt ] && [ "$STAMP" -nt pyproject.toml ] \
    && [ "$STAMP" -nt scripts/setup_env.sh ]; then
   exit 0

@@ -22,6 +22,7 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid identify PACKAGE PHOTO... [--sighting] [-k 5] [--out FILE.csv|.json] [--sheet DIR]
     wildid enroll PACKAGE PHOTO... (--as ID | --new NAME) [--by WHO]
     wildid enroll PACKAGE --undo ENTRY
+    wildid serve PACKAGE [--port N] [--host 127.0.0.1]   (the review web app, Gradio)
 """
 
 from __future__ import annotations
@@ -597,6 +598,27 @@ def enroll(
         return
     for record in catalogue.enroll(photos or [], individual_id=as_, new_name=new, who=by):
         typer.echo(f"entry {record.entry}: {record.source} -> {record.individual_id}")
+
+
+@app.command()
+def serve(
+    package: Annotated[Path, typer.Argument(help="a package archive or its unpacked directory")],
+    port: Annotated[int, typer.Option(help="TCP port")] = 7860,
+    host: Annotated[
+        str, typer.Option(help="interface to bind; 0.0.0.0 shares the app on the network")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve the review app: identify uploaded photos, confirm or name, browse, export."""
+    from wildid.gallery.app import serve as serve_app
+
+    if host != "127.0.0.1":
+        typer.secho(
+            f"warning: serving on {host}: anyone who can reach this machine can enroll photos",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    typer.echo(f"wildid serve: http://{host}:{port}/ (Ctrl+C stops)")
+    serve_app(package, host=host, port=port)
 
 
 def main() -> None:
