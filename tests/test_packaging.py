@@ -38,7 +38,7 @@ def test_runtime_dependencies_are_declared_and_installed_by_setup() -> None:
 
 
 def test_cli_and_pipeline_import_without_the_optional_packages() -> None:
-    blocked = ("faiss", "ultralytics", "kaggle")
+    blocked = ("faiss", "ultralytics", "kaggle", "gradio", "selenium")
     code = (
         "import sys\n"
         f"for name in {blocked!r}: sys.modules[name] = None  # import raises ImportError\n"

@@ -245,7 +245,7 @@ class _App:
 
     def export(self) -> str:
         out = Path(tempfile.mkdtemp(prefix="export-", dir=self.export_root))
-        folder = Path(self.catalogue.export(out / "catalogue"))
+        folder = Path(self.catalogue.export(out / "catalogue", sources=False))
         return shutil.make_archive(str(out / "wildid-catalogue"), "zip", folder)
 
 

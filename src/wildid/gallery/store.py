@@ -467,9 +467,10 @@ class Catalogue:
             self._bump(db)
             return int(cursor.lastrowid)
 
-    def export(self, out_dir: str | Path) -> Path:
+    def export(self, out_dir: str | Path, sources: bool = True) -> Path:
         """catalogue.csv plus a folder per individual with its photos: the enrolled copy or
-        the package's source photo where it still exists, else the thumbnail."""
+        the package's source photo where it still exists (`sources`; the app passes False,
+        so it reads nothing outside the package), else the thumbnail."""
         out = Path(out_dir)
         rows = []
         for record in self.records():
@@ -482,7 +483,7 @@ class Catalogue:
             if record.entry is not None:
                 found = sorted((self.root / ENROLLED / "photos").glob(f"{record.sha256}*"))
                 original = found[0] if found else None
-            elif record.source and Path(record.source).is_file():
+            elif sources and record.source and Path(record.source).is_file():
                 original = Path(record.source)
             source = original or self.root / record.thumbnail
             name = f"{record.id}_{Path(image[0] or source.name).name}"
