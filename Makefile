@@ -46,11 +46,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: bench-train bench-retrieval bench-detect bench-quality bench-identify
+bench: bench-train bench-embed bench-retrieval bench-detect bench-quality bench-identify
 
 # Training step (JPEG crops, augmentation, model, loss, optimizer) vs a bare in-memory loop.
 bench-train: $(STAMP) $(MINI)/train.csv
 	$(PY) benchmarks/bench_train.py --data $(MINI)
+
+# Embed stage (JPEG crops, loader, model, flip TTA) vs a bare forward loop of the same model.
+.PHONY: bench-embed
+bench-embed: $(STAMP) $(MINI)/train.csv
+	$(PY) benchmarks/bench_embed.py --data $(MINI)
 
 # Search + grouping + threshold + submission at full Happywhale scale (random 4608-d).
 bench-retrieval: $(STAMP)

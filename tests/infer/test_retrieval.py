@@ -16,6 +16,7 @@ from wildid.infer.retrieval import (
     blend_with_head,
     build_index,
     class_cosines,
+    exact_backend,
     fuse,
     group_best,
     rank_individuals,
@@ -113,11 +114,12 @@ def test_approximate_indexes_report_recall_against_exact():
 
 
 def test_exact_search_without_faiss_returns_faiss_flat_ranking(monkeypatch):
-    """faiss is optional: without it, `flat` is torch products with faiss's exact answer."""
+    """`flat` on a CPU is torch products (faiss optional) with faiss's exact answer."""
+    assert exact_backend() == "cpu"  # no GPU here
     rng = np.random.default_rng(3)
     gallery = l2_normalise(rng.standard_normal((5000, 64))).astype(np.float16)
     queries = l2_normalise(rng.standard_normal((300, 64))).astype(np.float16)
-    faiss_sims, faiss_idx = search(gallery, queries, 20, query_chunk=128)
+    faiss_sims, faiss_idx = search_index(build_index(gallery, "flat"), queries, 20, chunk=128)
     exact_sims, exact_idx = search_exact(gallery, queries, 20, chunk=128)
     assert np.array_equal(exact_idx, faiss_idx)
     assert np.allclose(exact_sims, faiss_sims, atol=1e-5)
