@@ -13,6 +13,7 @@ and DistributedDataParallel averages gradients; `train.batch_size` is per proces
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import random
@@ -33,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from wildid import faults
 from wildid.config import Config
 from wildid.data.dataset import loader_options
 from wildid.data.transforms import eval_transform
@@ -53,6 +55,19 @@ from wildid.train.data import (
     load_letterboxed,
     normalise_batch,
 )
+
+_WRITE_FAILED = "inline_container"  # in every PyTorchStreamWriter write error
+
+
+def state_bytes(state: object) -> int:
+    """The tensor bytes of a (nested) checkpoint state: about what torch.save writes."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
 
 
 @dataclass(frozen=True)
@@ -295,8 +310,17 @@ class Trainer:
                 history=self.history,
                 best_score=self.best_score,
             )
-        with atomic_path(path, suffix=".pt") as tmp:
-            torch.save(state, tmp)
+        needed = state_bytes(state)
+        try:
+            with atomic_path(path, suffix=".pt", size=needed) as tmp:
+                torch.save(state, tmp)
+        except RuntimeError as err:
+            # torch's zip writer reports a full disk as "[enforce fail at
+            # inline_container.cc:...] unexpected pos" or "file write failed", no errno.
+            free = faults.free_bytes(path)
+            if not (_WRITE_FAILED in str(err) or (free is not None and free < needed)):
+                raise
+            raise faults.storage_error(OSError(errno.ENOSPC, str(err)), path, needed) from None
 
     def resume(self) -> bool:
         if not self.last_path.is_file():
