@@ -34,6 +34,9 @@ from wildid.errors import WildidError
 MIN_FREE = 256 * 2**20
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 LOCK_NAME = ".lock"
+# A temporary in a folder no lock covers (shared crops) is a killed write's after this long:
+# one crop, the longest write there, takes milliseconds.
+STALE_AFTER = 600.0
 # wildid.io's temporaries: tempfile.mkstemp(prefix=".<name>.", suffix=<suffix>).
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[A-Za-z0-9]+)")
 

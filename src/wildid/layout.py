@@ -30,7 +30,8 @@ made with, and names the keys that differ.
   `prepare`, `wildid train` after `prepare`) must reuse the lock it holds, not wait on it.
   Under torchrun only process 0 locks (the others are its helpers, not rival runs).
 - it removes temporaries a killed process left in the run's folder and among its
-  submissions (wildid.faults.sweep), which only this run writes;
+  submissions (wildid.faults.sweep), which only this run writes, and those older than
+  `faults.STALE_AFTER` in the crop folders that runs of other names share;
 - it checks that the working and submissions folders can be written and have room
   (wildid.faults.preflight), so a read-only `submissions/` is found before training.
 """
@@ -178,6 +179,9 @@ class RunLayout:
             ours = target == f"{self.name}.csv" or target.startswith(f"{self.name}_")
             if ours and path.stat().st_mtime <= start:
                 path.unlink(missing_ok=True)
+        # Crops are shared by runs of other names (no lock of ours covers them): only
+        # temporaries older than any live write could be are theirs to sweep.
+        faults.sweep(self.working / "crops", older_than=start - faults.STALE_AFTER)
         faults.preflight([self.working, self.root, self.submissions])
         record = {"settings": training_settings(config), "data_digest": data_digest(config.data)}
         old = self._recorded() if (self.root / "models").is_dir() else None
