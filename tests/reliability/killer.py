@@ -21,7 +21,7 @@ from wildid.cli import app
 # stage -> (module, function, which call dies)
 POINTS = {
     "crop": (wildid.crop.boxes, "_crop_one", 10),  # the 10th photo's crop
-    "train": (wildid.train.engine.Trainer, "save", 3),  # epoch 2's first checkpoint
+    "train": (wildid.train.engine.Trainer, "save", 2),  # best.pt, after last.pt
     "embed": (wildid.infer.embed, "save_array", 2),  # train embedded, test not yet
     "evaluate": (wildid.evaluation.submission, "write_csv", 1),  # the submission itself
 }
