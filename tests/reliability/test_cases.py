@@ -231,7 +231,7 @@ CASES = [
         "disk full while saving a checkpoint",
         "fault",
         _disk_full_at_checkpoint,
-        "models/fold0/best.pt: no space left on device: writing it needs about",
+        "models/fold0/last.pt: no space left on device: writing it needs about",
         intact=False,  # training starts (config.yaml is written); no checkpoint, no temporary
     ),
     Case("two runs of one config at once", "fault", _second_run, ") is running this run"),
