@@ -105,7 +105,7 @@ def test_score_of_mismatched_files_exits_2(tiny_comp: Path, tmp_path: Path) -> N
 def test_run_with_a_mistyped_key_exits_2_naming_it(tmp_path: Path) -> None:
     result = _invoke("run", MINI, "trian.epochs=1", f"working={tmp_path}")
     assert result.exit_code == 2
-    assert "trian: unknown key (did you mean 'train'?)" in result.output
+    assert "override trian.epochs=1: unknown key 'trian' (did you mean 'train'?)" in result.output
     assert not any(tmp_path.iterdir())  # failed before any work
 
 

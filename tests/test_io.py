@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +56,23 @@ def test_write_npy_round_trips(tmp_path: Path) -> None:
     loaded = np.load(path)
     assert loaded.dtype == np.float16 and np.array_equal(loaded, array)
     assert [p.name for p in tmp_path.iterdir()] == ["e.npy"]
+
+
+def test_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> None:
+    from wildid import faults
+
+    old = os.umask(0o022)
+    faults.umask.cache_clear()
+    try:
+        for path in (
+            write_text(tmp_path / "a.txt", "x"),
+            write_csv(pd.DataFrame({"a": [1]}), tmp_path / "b.csv"),
+            write_npy(tmp_path / "c.npy", np.zeros(2)),
+        ):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+        os.umask(0o077)
+        faults.umask.cache_clear()
+        assert stat.S_IMODE(write_text(tmp_path / "d.txt", "x").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+        faults.umask.cache_clear()

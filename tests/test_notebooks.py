@@ -90,7 +90,7 @@ def test_notebook_config_reads_config_path_and_overrides(tmp_path: Path) -> None
         env={"WILDID_CONFIG": str(other), "WILDID_OVERRIDES": "train.epochs=2"},
     )
     assert (chosen.name, chosen.train.epochs) == ("cpu_lite0", 3)
-    with pytest.raises(ConfigError, match="trian: unknown key"):
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
         notebook_config(env={"WILDID_OVERRIDES": "trian.epochs=2"})
 
 

@@ -300,43 +300,79 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, referrer: Path | None = None) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found.")
+        via = f" (the `_base_` of {referrer})" if referrer is not None else ""
+        raise ConfigError(f"{path}: config file not found{via}.")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values.")
     return raw
 
 
-def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML config, resolving `_base_` chains (relative to each file)."""
+Origins = dict[tuple[str, ...], str]  # dotted key (as a tuple) -> where it was set
+
+
+def _leaves(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterable[tuple[str, ...]]:
+    for key, value in tree.items():
+        yield (*prefix, str(key))
+        if isinstance(value, Mapping):
+            yield from _leaves(value, (*prefix, str(key)))
+
+
+def load_raw(
+    path: str | Path,
+    _seen: tuple[Path, ...] = (),
+    origins: Origins | None = None,
+) -> dict[str, Any]:
+    """Read a YAML config, resolving `_base_` chains (relative to each file).
+
+    `origins`, when given, is filled with the file each key was last set by (for errors).
+    """
     path = Path(path).resolve()
     if path in _seen:
         raise ConfigError(f"{path}: `_base_` cycle through {[str(p) for p in _seen]}.")
-    raw = _read_yaml(path)
+    raw = _read_yaml(path, _seen[-1] if _seen else None)
     bases = raw.pop("_base_", [])
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
-        merged = deep_merge(merged, load_raw(path.parent / base, (*_seen, path)))
+        merged = deep_merge(merged, load_raw(path.parent / base, (*_seen, path), origins))
+    if origins is not None:
+        origins.update(dict.fromkeys(_leaves(raw), str(path)))
     return deep_merge(merged, raw)
 
 
-def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """Turn `a.b=value` strings into a nested dict; values are parsed as YAML scalars."""
+def parse_overrides(overrides: Iterable[str], origins: Origins | None = None) -> dict[str, Any]:
+    """Turn `a.b=value` strings into a nested dict; values are parsed as YAML scalars.
+
+    `origins`, when given, maps each override's key to `command line override <item>`.
+    """
     nested: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override '{item}': expected key=value, e.g. train.epochs=3.")
+            raise ConfigError(
+                f"command line override '{item}': expected key=value, e.g. train.epochs=3."
+            )
         node = nested
         *parents, leaf = key.strip().split(".")
         for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value) if value != "" else None
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):  # `train=3 train.epochs=2`: the later one wins
+                child = node[part] = {}
+            node = child
+        try:
+            node[leaf] = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"command line override '{item}': the value is not valid YAML "
+                f"({' '.join(str(err).split())}); quote it."
+            ) from None
+        if origins is not None:
+            origins[tuple(key.strip().split("."))] = f"command line override {item}"
     return nested
 
 
@@ -353,17 +389,43 @@ def _suggest(loc: tuple[Any, ...]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def build(raw: Mapping[str, Any], source: str = "config") -> Config:
+def _origin(loc: tuple[str, ...], origins: Origins, source: str) -> str:
+    """Where the value at `loc` came from: the override or file that set it (or a key
+    above or below it: `trian.epochs=2` is where the unknown key `trian` came from)."""
+    if loc in origins:
+        return origins[loc]
+    for key in sorted(origins, key=len, reverse=True):  # the closest key above loc
+        if loc[: len(key)] == key:
+            return origins[key]
+    overrides = [k for k in origins if origins[k].startswith("command line")]
+    files = [k for k in origins if k not in overrides]
+    for group in (overrides, files):  # a key below loc (a section's own check failed)
+        for key in group:
+            if key[: len(loc)] == loc:
+                return origins[key]
+    return source
+
+
+def build(raw: Mapping[str, Any], source: str = "config", origins: Origins | None = None) -> Config:
+    """Validate a merged config; each error names its key and where it was set (`origins`:
+    from load_raw and parse_overrides; else `source`)."""
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        lines = []
+        problems = []
         for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"])
-            hint = _suggest(e["loc"]) if e["type"] == "extra_forbidden" else ""
-            message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"  {key}: {message}{hint}")
-        raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines)) from None
+            loc = tuple(str(p) for p in e["loc"])
+            key = ".".join(loc)
+            if e["type"] == "extra_forbidden":
+                detail = f"unknown key '{key}'{_suggest(e['loc'])}"
+            else:
+                detail = f"{key}: {e['msg']}"
+            problems.append(f"{_origin(loc, origins or {}, source)}: {detail}")
+        if len(problems) == 1:
+            raise ConfigError(problems[0]) from None
+        raise ConfigError(
+            f"invalid config, {len(problems)} errors: " + "; ".join(problems)
+        ) from None
 
 
 SHIPPED = Path(__file__).parent / "configs"  # the configs inside the package
@@ -398,9 +460,10 @@ def config_path(path: str | Path) -> Path:
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Load a YAML config (a file or a shipped config's name; the defaults when path is
     None) and apply overrides."""
-    raw = load_raw(config_path(path)) if path is not None else {}
-    raw = deep_merge(raw, parse_overrides(overrides))
-    return build(raw, source=str(path) if path else "defaults")
+    origins: Origins = {}
+    raw = load_raw(config_path(path), origins=origins) if path is not None else {}
+    raw = deep_merge(raw, parse_overrides(overrides, origins))
+    return build(raw, source=str(path) if path else "defaults", origins=origins)
 
 
 def save_config(config: Config, path: str | Path) -> Path:

@@ -19,16 +19,34 @@ nowhere else:
 A run name is bound to the settings that trained it: `claim` refuses, before anything is
 written, a config whose training settings or data differ from the ones the folder was
 made with, and names the keys that differ.
+
+`claim` also makes the run this process's own before the long stages start:
+- it locks `working/<run>/.lock` (wildid.faults.RunLock, an exclusive flock): a second
+  process running the same run stops at once with a one-line error naming the holder's
+  pid. The lock lasts as long as the process (the kernel drops it at exit, SIGKILL
+  included); `release(layout)` gives it up earlier (a notebook done with a run).
+  Locks are kept per process in `_LOCKS`, keyed by the run folder, because a flock belongs
+  to an open file: a second claim of the same run in one process (a notebook re-running
+  `prepare`, `wildid train` after `prepare`) must reuse the lock it holds, not wait on it.
+  Under torchrun only process 0 locks (the others are its helpers, not rival runs).
+- it removes temporaries a killed process left in the run's folder and among its
+  submissions (wildid.faults.sweep), which only this run writes, and those older than
+  `faults.STALE_AFTER` in the crop folders that runs of other names share;
+- it checks that the working and submissions folders can be written and have room
+  (wildid.faults.preflight), so a read-only `submissions/` is found before training.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wildid import faults
 from wildid.config import Config, load_config
 from wildid.errors import RunConflictError
 from wildid.io import write_text
@@ -40,6 +58,8 @@ RUNTIME_KEYS = {
     "detect": {"workers", "device", "predict_batch", "trust_weights"},
 }
 DATA_FILES = ("train.csv", "sample_submission.csv", "boxes.csv")
+# The run folders this process has claimed, and their locks (see the module docstring).
+_LOCKS: dict[Path, faults.RunLock] = {}
 
 
 def training_settings(config: Config) -> dict[str, Any]:
@@ -147,8 +167,22 @@ class RunLayout:
         """Bind this run's name to its training settings and data, or refuse.
 
         Called before a run writes anything: a folder whose models were trained with other
-        settings or data is left untouched, and the error names what differs.
+        settings or data is left untouched, and the error names what differs. First it
+        locks the run (or refuses: another process runs it), sweeps the temporaries killed
+        runs left, and checks the output folders can be written and have room.
         """
+        start = time.time()
+        self.lock()
+        faults.sweep(self.root, older_than=start)
+        for path in self.submissions.glob(f".{self.name}*"):  # <run>.csv, <run>_<method>.csv
+            target = faults.temporary_of(path) or ""
+            ours = target == f"{self.name}.csv" or target.startswith(f"{self.name}_")
+            if ours and path.stat().st_mtime <= start:
+                path.unlink(missing_ok=True)
+        # Crops are shared by runs of other names (no lock of ours covers them): only
+        # temporaries older than any live write could be are theirs to sweep.
+        faults.sweep(self.working / "crops", older_than=start - faults.STALE_AFTER)
+        faults.preflight([self.working, self.root, self.submissions])
         record = {"settings": training_settings(config), "data_digest": data_digest(config.data)}
         old = self._recorded() if (self.root / "models").is_dir() else None
         if old is not None:
@@ -166,9 +200,26 @@ class RunLayout:
                 )
         write_text(self.record, json.dumps(record, indent=2))
 
+    def lock(self) -> faults.RunLock | None:
+        """Hold this run's lock for the rest of the process (None under torchrun rank > 0)."""
+        if int(os.environ.get("RANK", "0")) != 0:
+            return None
+        key = self.root.resolve()
+        held = _LOCKS.get(key)
+        if held is None or not held.held:
+            held = _LOCKS[key] = faults.RunLock(self.root).acquire()
+        return held
+
     def _recorded(self) -> dict[str, Any] | None:
         if self.record.is_file():
             return json.loads(self.record.read_text())
         if self.config.is_file():  # a run from before run.json: its saved config stands in
             return {"settings": training_settings(load_config(self.config))}
         return None
+
+
+def release(layout: RunLayout) -> None:
+    """Give up this process's lock on a run before the process ends."""
+    held = _LOCKS.pop(layout.root.resolve(), None)
+    if held is not None:
+        held.release()

@@ -13,6 +13,7 @@ and DistributedDataParallel averages gradients; `train.batch_size` is per proces
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import random
@@ -33,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from wildid import faults
 from wildid.config import Config
 from wildid.data.dataset import loader_options
 from wildid.data.transforms import eval_transform
@@ -53,6 +55,19 @@ from wildid.train.data import (
     load_letterboxed,
     normalise_batch,
 )
+
+_WRITE_FAILED = "inline_container"  # in every PyTorchStreamWriter write error
+
+
+def state_bytes(state: object) -> int:
+    """The tensor bytes of a (nested) checkpoint state: about what torch.save writes."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
 
 
 @dataclass(frozen=True)
@@ -243,6 +258,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         self.history: list[dict] = []
         self.best_score = -1.0
+        self.best_epoch = 0  # the epochs done when best.pt was saved (0: none yet)
         self.mean_std = net.mean_std
         self.eval_tf = eval_transform(tc.image_size, self.mean_std)
         self._loader: DataLoader | None = None
@@ -294,9 +310,19 @@ class Trainer:
                 step=self.step,
                 history=self.history,
                 best_score=self.best_score,
+                best_epoch=self.best_epoch,
             )
-        with atomic_path(path, suffix=".pt") as tmp:
-            torch.save(state, tmp)
+        needed = state_bytes(state)
+        try:
+            with atomic_path(path, suffix=".pt", size=needed) as tmp:
+                torch.save(state, tmp)
+        except RuntimeError as err:
+            # torch's zip writer reports a full disk as "[enforce fail at
+            # inline_container.cc:...] unexpected pos" or "file write failed", no errno.
+            free = faults.free_bytes(path)
+            if not (_WRITE_FAILED in str(err) or (free is not None and free < needed)):
+                raise
+            raise faults.storage_error(OSError(errno.ENOSPC, str(err)), path, needed) from None
 
     def resume(self) -> bool:
         if not self.last_path.is_file():
@@ -333,6 +359,11 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         self.best_score = float(state["best_score"])
+        self.best_epoch = int(state.get("best_epoch", 0))
+        best = self.best_path.stat().st_mtime_ns if self.best_path.is_file() else -1
+        if self.best_epoch == self.epoch > 0 and best < self.last_path.stat().st_mtime_ns:
+            # Killed between last.pt and best.pt: last.pt holds this epoch's best weights.
+            self.save(self.best_path, full=False)
         return True
 
     # ----------------------------------------------------------------- loop
@@ -480,10 +511,14 @@ class Trainer:
             self.epoch += 1
             self.history.append(row)
             score = row.get("val_map5", -loss)
+            # last.pt first, then best.pt: a kill between them leaves a last.pt that knows
+            # its epoch was the best (best_epoch), and the resume writes best.pt from it.
+            # (The other order leaves a best.pt without last.pt, refused as copied in.)
             if score > self.best_score or not self.best_path.is_file():
-                self.best_score = score
-                self.save(self.best_path, full=False)
+                self.best_score, self.best_epoch = score, self.epoch
             self.save(self.last_path, full=True)
+            if self.best_epoch == self.epoch:
+                self.save(self.best_path, full=False)
             if self.rank == 0:
                 write_csv(pd.DataFrame(self.history), self.out_dir / "history.csv")
             if progress:
@@ -496,8 +531,8 @@ class Trainer:
                 )
             _barrier()
         if not self.best_path.is_file():  # zero epochs: the pretrained model is the result
-            self.save(self.best_path, full=False)
             self.save(self.last_path, full=True)
+            self.save(self.best_path, full=False)
         if self.rank == 0:
             write_csv(
                 pd.DataFrame({"class": range(len(self.classes)), "individual_id": self.classes}),
