@@ -3,6 +3,7 @@
 These forms are a contract that scripts outside the project rely on; extend, don't break:
     wildid synth OUT [--seed N] [--individuals N] [--size PX]
     wildid import SRC OUT [--group REGEX] [--new-fraction F] [--seed N]
+                      [--follow-links] [--allow-duplicates]
     wildid check DATA [--out FILE.csv] [--working DIR] [--max-pixels N]   (exit 2: bad photos)
     wildid boxes DIR [--out FILE] [--working DIR] [--force]   (CAM animal boxes)
     wildid run CONFIG [key=value ...]          (data=DIR chooses the competition folder)
@@ -105,6 +106,12 @@ def import_(
     seed: int = 0,
     species: str | None = None,
     link: str = "copy",
+    follow_links: Annotated[
+        bool, typer.Option(help="follow symbolic links in SRC (default: skip and count them)")
+    ] = False,
+    allow_duplicates: Annotated[
+        bool, typer.Option(help="import the same bytes under two individuals (default: error)")
+    ] = False,
 ) -> None:
     """Import a folder-per-individual catalogue SRC into the competition layout at OUT."""
     from wildid.data.catalogue import ImportSpec, import_catalogue
@@ -117,6 +124,8 @@ def import_(
         seed=seed,
         species=species,
         link=link,
+        follow_links=follow_links,
+        duplicates="keep" if allow_duplicates else "error",
     )
     try:
         summary = import_catalogue(src, out, spec)
