@@ -212,7 +212,7 @@ def check(
 
     if out is not None and out.resolve().is_relative_to(data.resolve()):
         _fail(DataError(f"{out}: inside the competition folder {data}, which is only read."))
-    report = check_folder(data, working, max_pixels, workers)
+    report = check_folder(data, working, max_pixels, workers, progress=False)
     typer.echo(report.table())
     if out is not None:
         write_csv(report.problems, out)

@@ -128,7 +128,43 @@ def inspect_photo(path: str | Path, max_pixels: int = MAX_PIXELS, digest: bool =
     return facts
 
 
+SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers: the size
+
+
+def header_size(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) from a PNG's IHDR or a JPEG's frame header; no decoding.
+
+    Read by wildid itself because Pillow refuses to open a PNG whose header is all there
+    is, and checks its own (much higher) decompression-bomb limit only after opening.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return "PNG", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in SOF_MARKERS:
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            width = int.from_bytes(data[at + 7 : at + 9], "big")
+            return "JPEG", width, height
+        if marker == 0xDA:  # scan data before any frame header
+            return None
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return None
+
+
 def _decode(data: bytes, facts: dict[str, Any], max_pixels: int) -> str:
+    header = header_size(data)
+    if header is not None:
+        facts["format"], facts["width"], facts["height"] = header
+        if header[1] * header[2] > max_pixels:
+            return ""  # judged too large by `problems_of`; never opened
     try:
         with Image.open(io.BytesIO(data)) as image:
             facts.update(format=image.format or "", mode=image.mode)
@@ -145,10 +181,12 @@ def _decode(data: bytes, facts: dict[str, Any], max_pixels: int) -> str:
         facts["width"] = facts["height"] = 0
         return f"too large: {err}"
     except UnidentifiedImageError:
+        if header is not None:  # a valid start, then nothing Pillow can read
+            return f"truncated: {header[0]} header without image data ({len(data)} bytes)"
         return f"unreadable: not an image (starts with '{_text_start(data)}')"
     except (OSError, SyntaxError, ValueError) as err:
-        if facts["width"]:
-            return f"truncated: {err}"
+        if facts["width"] or "truncat" in str(err).lower():
+            return f"truncated: {err} ({len(data)} bytes)"
         return f"unreadable: {err}"
     return ""
 
