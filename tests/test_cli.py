@@ -132,7 +132,7 @@ def test_import_a_catalogue(tmp_path: Path) -> None:
         for k in range(photos):
             folder = tmp_path / "src" / individual
             folder.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (8, 6), (k * 40, len(individual) * 9, 7)).save(folder / f"{k}.jpg")
+            Image.new("RGB", (8, 6), (k * 40, ord(individual[0]), 7)).save(folder / f"{k}.jpg")
     result = _invoke("import", tmp_path / "src", tmp_path / "out", "--seed", 1)
     assert result.exit_code == 0, result.output
     assert "4 individuals" in result.output

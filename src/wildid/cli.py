@@ -3,6 +3,8 @@
 These forms are a contract that scripts outside the project rely on; extend, don't break:
     wildid synth OUT [--seed N] [--individuals N] [--size PX]
     wildid import SRC OUT [--group REGEX] [--new-fraction F] [--seed N]
+                      [--follow-links] [--allow-duplicates]
+    wildid check DATA [--out FILE.csv] [--working DIR] [--max-pixels N]   (exit 2: bad photos)
     wildid boxes DIR [--out FILE] [--working DIR] [--force]   (CAM animal boxes)
     wildid run CONFIG [key=value ...]          (data=DIR chooses the competition folder)
     wildid validate SUBMISSION --data DIR      (exit 0 when valid)
@@ -104,6 +106,12 @@ def import_(
     seed: int = 0,
     species: str | None = None,
     link: str = "copy",
+    follow_links: Annotated[
+        bool, typer.Option(help="follow symbolic links in SRC (default: skip and count them)")
+    ] = False,
+    allow_duplicates: Annotated[
+        bool, typer.Option(help="import the same bytes under two individuals (default: error)")
+    ] = False,
 ) -> None:
     """Import a folder-per-individual catalogue SRC into the competition layout at OUT."""
     from wildid.data.catalogue import ImportSpec, import_catalogue
@@ -116,6 +124,8 @@ def import_(
         seed=seed,
         species=species,
         link=link,
+        follow_links=follow_links,
+        duplicates="keep" if allow_duplicates else "error",
     )
     try:
         summary = import_catalogue(src, out, spec)
@@ -177,6 +187,46 @@ def boxes(
     write_csv(table.drop(columns="area"), target)
     typer.echo(f"{target}: {len(table)} boxes")
     typer.echo(f"crop with them: 'crop.boxes=[{{path: {target}, kind: fullbody}}]'")
+
+
+@app.command()
+def check(
+    data: Path,
+    out: Annotated[
+        Path | None, typer.Option(help="also write the problem table to this CSV")
+    ] = None,
+    working: Annotated[
+        Path, typer.Option(help="the config's working folder (`working:`): the cache")
+    ] = Path("working"),
+    max_pixels: Annotated[
+        int, typer.Option(help="refuse photos whose header claims more pixels")
+    ] = 50_000_000,
+    workers: Annotated[int | None, typer.Option(help="reading threads (default: up to 4)")] = None,
+) -> None:
+    """Read every photo of DATA once and list every problem (unreadable, truncated, too
+    large, the same bytes under two individuals, odd channels); exit 2 when one would
+    poison training. Cached per photo under WORKING/check/; DATA is only read."""
+    from wildid.data.check import CheckError, check_folder
+    from wildid.data.competition import DataError
+    from wildid.io import write_csv
+
+    if out is not None and out.resolve().is_relative_to(data.resolve()):
+        _fail(DataError(f"{out}: inside the competition folder {data}, which is only read."))
+    report = check_folder(data, working, max_pixels, workers, progress=False)
+    typer.echo(report.table())
+    if out is not None:
+        write_csv(report.problems, out)
+    typer.echo(report.summary())
+    errors = report.errors
+    if not errors.empty:
+        first = errors.iloc[0]
+        _fail(
+            CheckError(
+                f"{len(errors)} photo(s) would poison training, first {first['source']}: "
+                f"{first['problem']}: {first['detail']}. Replace them, or run with "
+                "check.on_bad=skip to leave bad train photos out."
+            )
+        )
 
 
 @app.command()

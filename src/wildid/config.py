@@ -268,6 +268,18 @@ class PseudoConfig(Section):
     link: Literal["symlink", "hardlink", "copy"] = "symlink"  # how images get there
 
 
+class CheckConfig(Section):
+    """The photo check that opens every run (`wildid check`, src/wildid/data/check.py)."""
+
+    # stop: any unreadable, truncated, too large or cross-individual duplicate photo ends
+    # the run before training; skip: bad train photos are left out of the run and listed
+    # (bad test photos still stop it: the submission needs a prediction for each).
+    on_bad: Literal["stop", "skip"] = "stop"
+    # width x height above which a photo is refused unread (OpenCV's limit is 2^30).
+    max_pixels: int = Field(50_000_000, ge=1, le=2**30)
+    workers: int | None = Field(None, ge=1)  # threads reading photos; None: up to 4
+
+
 class Config(Section):
     name: str = "mini"
     data: str = "input/mini-whales"  # the competition folder (Happywhale layout)
@@ -283,6 +295,7 @@ class Config(Section):
     retrieval: RetrievalConfig = RetrievalConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
     pseudo: PseudoConfig = PseudoConfig()
+    check: CheckConfig = CheckConfig()
 
     def section_dict(self, *names: str) -> dict[str, Any]:
         """The named sections as plain data: the fingerprint a stage's cache depends on."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -13,6 +16,7 @@ import pytest
 from wildid.config import CropConfig
 from wildid.crop import boxes as crop_module
 from wildid.crop.boxes import crop_image, expand_box, make_crops
+from wildid.data.check import PhotoError
 from wildid.data.competition import load_competition
 
 
@@ -244,8 +248,37 @@ def test_unreadable_photo_is_named(tiny_copy: Path, tmp_path: Path) -> None:
     comp = load_competition(tiny_copy)
     broken = comp.image_path("train", comp.train["image"].iloc[0])
     broken.write_bytes(b"not a jpeg")
-    with pytest.raises(OSError, match=f"{broken.name}: cannot read image"):
+    with pytest.raises(PhotoError, match=f"{broken.name}: unreadable: not an image"):
         make_crops(comp, _config(), tmp_path / "w", progress=False)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _oversize(path: Path) -> None:
+    body = b"IHDR" + struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(body))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + body + crc)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "fragment"),
+    [(_truncate, "truncated: image file is truncated"), (_oversize, "too_large: 100000x100000")],
+    ids=["truncated JPEG", "100000x100000 header"],
+)
+def test_truncated_or_oversized_photo_is_refused_not_cropped_grey(
+    tiny_copy: Path, tmp_path: Path, spoil: Callable[[Path], None], fragment: str
+) -> None:
+    comp = load_competition(tiny_copy)
+    broken = comp.image_path("train", comp.train["image"].iloc[0])
+    spoil(broken)
+    with pytest.raises(PhotoError, match=f"{broken}: {fragment}") as err:
+        make_crops(comp, _config(), tmp_path / "w", progress=False)
+    assert "\n" not in str(err.value)
+    crops = list((tmp_path / "w").rglob(broken.name))
+    assert crops == []  # no grey crop left to train on
 
 
 def _without_boxes(tiny_copy: Path) -> Path:

@@ -264,3 +264,110 @@ def test_nyala_import(tmp_path: Path) -> None:
     assert summary.train_images + summary.test_images == len(catalogue) == 1942
     competition = load_competition(out)
     assert len(competition.test) == summary.test_images
+
+
+# --- links and duplicates -----------------------------------------------------------------
+
+
+def _loop(src: Path) -> None:
+    (src / "ann" / "again").symlink_to(src / "ann", target_is_directory=True)
+
+
+def _top_loop(src: Path) -> None:
+    (src / "fake").symlink_to(src, target_is_directory=True)
+
+
+def _cross_link(src: Path) -> None:
+    (src / "bob" / "9_leftphoto.jpg").symlink_to(src / "ann" / "1_leftphoto.jpg")
+
+
+def _cross_copy(src: Path) -> None:
+    (src / "bob" / "9_leftphoto.jpg").write_bytes((src / "ann" / "1_leftphoto.jpg").read_bytes())
+
+
+# (catalogue change, follow links, expected error fragment or None, photos imported)
+LINK_CASES = [
+    ("loop, not followed", _loop, False, None, 32),
+    ("loop, followed", _loop, True, "again: link loop or second path to", 0),
+    ("top-level loop, followed", _top_loop, True, "fake: link loop", 0),
+    ("cross-individual link, not followed", _cross_link, False, None, 32),
+    ("cross-individual link, followed", _cross_link, True, "hold the same bytes", 0),
+    ("same bytes under two individuals", _cross_copy, False, "hold the same bytes", 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "follow", "fragment", "photos"),
+    [case[1:] for case in LINK_CASES],
+    ids=[case[0] for case in LINK_CASES],
+)
+def test_links_and_duplicates(
+    src: Path,
+    tmp_path: Path,
+    change: Callable[[Path], None],
+    follow: bool,
+    fragment: str | None,
+    photos: int,
+) -> None:
+    change(src)
+    out = tmp_path / "out"
+    spec = _spec(follow_links=follow)
+    if fragment is None:
+        import_catalogue(src, out, spec, progress=False)
+        catalogue = _read(out, "catalogue.csv")
+        assert len(catalogue) == photos == 2 * sum(SIGHTINGS.values())
+        assert not catalogue["source"].str.contains("again|9_left").any()
+        return
+    with pytest.raises(DataError, match=fragment) as err:
+        import_catalogue(src, out, spec, progress=False)
+    assert str(src) in str(err.value) and "\n" not in str(err.value)
+    assert not out.exists()  # refused before anything was written
+
+
+def test_duplicate_names_both_catalogue_photos(src: Path, tmp_path: Path) -> None:
+    _cross_copy(src)
+    with pytest.raises(DataError) as err:
+        import_catalogue(src, tmp_path / "out", _spec(), progress=False)
+    message = str(err.value)
+    assert str(src / "ann" / "1_leftphoto.jpg") in message
+    assert str(src / "bob" / "9_leftphoto.jpg") in message
+    assert "(ann)" in message and "(bob)" in message
+
+
+def test_duplicates_keep_imports_them_with_a_warning(
+    src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _cross_copy(src)
+    import_catalogue(src, tmp_path / "out", _spec(duplicates="keep"), progress=False)
+    assert "hold the same bytes" in capsys.readouterr().err
+    assert len(_read(tmp_path / "out", "catalogue.csv")) == 2 * sum(SIGHTINGS.values()) + 1
+
+
+def test_skipped_links_are_counted_in_one_warning(
+    src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _cross_link(src)
+    import_catalogue(src, tmp_path / "out", _spec(), progress=False)
+    err = capsys.readouterr().err
+    assert "1 symbolic link(s) were not followed" in err and "--follow-links" in err
+
+
+def test_a_photo_reached_twice_through_links_is_imported_once(src: Path, tmp_path: Path) -> None:
+    (src / "ann" / "alias").mkdir()
+    (src / "ann" / "alias" / "1_leftphoto.jpg").symlink_to(src / "ann" / "1_leftphoto.jpg")
+    import_catalogue(src, tmp_path / "out", _spec(follow_links=True), progress=False)
+    catalogue = _read(tmp_path / "out", "catalogue.csv")
+    assert len(catalogue) == 2 * sum(SIGHTINGS.values())
+
+
+def test_import_cli_refuses_a_loop_in_one_line(src: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from wildid.cli import app
+
+    _top_loop(src)
+    args = ["import", str(src), str(tmp_path / "out"), "--group", SIGHTING, "--follow-links"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "link loop" in result.stderr
+    assert "Traceback" not in result.output

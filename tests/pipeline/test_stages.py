@@ -277,3 +277,23 @@ print("best", pipeline.train(config, crops, split, progress=False)[0])
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "best.pt" in done.stdout
+
+
+def test_a_bad_photo_stops_prepare_before_the_run_folder_or_is_skipped(
+    tiny_copy: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import FAST, MINI
+    from wildid.data.check import CheckError
+
+    bad = sorted((tiny_copy / "train_images").iterdir())[0]
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    base = [f"data={tiny_copy}", f"working={tmp_path / 'w'}", *FAST]
+    config = load_config(MINI, base)
+    with pytest.raises(CheckError, match=f"train_images/{bad.name}: truncated"):
+        pipeline.prepare(config, progress=False)
+    assert not RunLayout.of(config).root.exists()  # stopped before writing the run
+    skip = load_config(MINI, [*base, "check.on_bad=skip"])
+    competition, split = pipeline.prepare(skip, progress=False)
+    assert bad.name not in set(competition.train["image"]) | set(split["image"])
+    assert len(competition.test) == len(load_competition(tiny_copy).test)

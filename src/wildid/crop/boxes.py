@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from wildid import cache
 from wildid.config import CropConfig
 from wildid.data.boxfiles import read_box_files
+from wildid.data.check import MAX_PIXELS, PhotoError, require_photo
 from wildid.data.competition import Competition
 from wildid.errors import WildidError
 from wildid.io import atomic_path, write_csv
@@ -158,14 +159,25 @@ def _box_lookup(boxes: pd.DataFrame | None) -> dict[tuple[str, str], Box]:
     return {(i, k): tuple(c) for i, k, c in zip(best["image"], best["kind"], coords, strict=True)}
 
 
-def _unreadable(source: Path) -> OSError:
-    return OSError(f"{source}: cannot read image (missing or corrupt file).")
+def _unreadable(source: Path) -> PhotoError:
+    return PhotoError(f"{source}: cannot read image (missing or corrupt file).")
 
 
 def _crop_one(
-    source: Path, target: Path, kind: str, box: Box | None, config: CropConfig
+    source: Path,
+    target: Path,
+    kind: str,
+    box: Box | None,
+    config: CropConfig,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[Box, str, tuple[int, int]]:
-    """Crop `source` into `target`; return the region, its source and the photo's size."""
+    """Crop `source` into `target`; return the region, its source and the photo's size.
+
+    A truncated JPEG (which OpenCV decodes grey past the cut, saying so only on stderr) or
+    a photo above `max_pixels` (OpenCV's size assertion) is refused first, with PhotoError
+    naming it (`wildid.data.check.require_photo`, the check `wildid check` makes).
+    """
+    require_photo(source, max_pixels)
     image = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if image is None:
         raise _unreadable(source)
@@ -203,6 +215,7 @@ def make_crops(
     working: str | Path,
     boxes: pd.DataFrame | None = None,
     progress: bool = True,
+    max_pixels: int = MAX_PIXELS,
 ) -> CropSet:
     """Crop every train and test photo for each configured kind; reuse up-to-date crops.
 
@@ -253,6 +266,7 @@ def make_crops(
                 kind,
                 lookup.get((image, kind)),
                 config,
+                max_pixels,
             )
             crops[image, split, kind] = Crop(
                 image, split, kind, str(relative), *region, used, *stamp, width, height

@@ -21,6 +21,14 @@ recorded in catalogue.csv: where one sighting number is shared by several indivi
 photographed together, those are different animals, and sending them to different sides
 leaks nothing about either one's identity (a shared background can only mislead a model
 towards the wrong animal), so the split does not tie them together.
+
+Links and duplicates: symbolic links (to photos or folders) are not followed unless
+`ImportSpec.follow_links`; skipped ones are counted in one warning line. When followed, a
+link back into a folder already walked (a loop) is an error naming the link, and a photo
+reached twice through links is imported once. The same bytes (SHA-256) filed under two
+individuals put one photo under two identities, possibly across train and test: an error
+naming both catalogue photos unless `ImportSpec.duplicates="keep"`. Every message names
+the catalogue path, never the hashed output name.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +72,9 @@ class ImportSpec:
     seed: seeds the one generator that draws both held-out individuals and test groups.
     species: species column value; default: the SRC folder's name.
     link: how images reach OUT: "copy", "hardlink" (same filesystem) or "symlink".
+    follow_links: follow symbolic links found in SRC (off: they are skipped and counted).
+    duplicates: "error" (default): the same bytes under two individuals stop the import;
+        "keep": they are imported and listed in a warning.
     """
 
     group: str | None = None
@@ -71,6 +83,11 @@ class ImportSpec:
     seed: int = 0
     species: str | None = None
     link: str = "copy"
+    follow_links: bool = False
+    duplicates: str = "error"
+
+
+DUPLICATE_MODES = ("error", "keep")
 
 
 @dataclass(frozen=True)
@@ -108,12 +125,16 @@ def import_catalogue(
     _check_folders(src, out)
     pattern = _compile_group(spec.group)
     species = _species(spec, src)
-    photos = [_photo(src, path, individual, pattern) for path, individual in _find(src)]
+    walker = _Walker(src, spec.follow_links)
+    photos = [_photo(src, path, individual, pattern) for path, individual in walker.find()]
     if not photos:
         raise DataError(
             f"{src}: no images found (extensions {sorted(IMAGE_EXTENSIONS)}). Expected "
             "SRC/<individual_id>/<photo> or SRC/<train|test>/<individual_id>/<photo>."
+            + walker.skipped_note()
         )
+    walker.warn()
+    _check_duplicates(src, photos, spec.duplicates)
     catalogue = _split(photos, spec, src)
     _place_images(src, out, catalogue, spec.link, progress)
     _write_outputs(out, catalogue, species)
@@ -130,6 +151,10 @@ def _check_spec(spec: ImportSpec) -> None:
             raise DataError(f"ImportSpec.{name}={value}: must be in [0, 1).")
     if spec.link not in LINK_MODES:
         raise DataError(f"ImportSpec.link='{spec.link}': must be one of {list(LINK_MODES)}.")
+    if spec.duplicates not in DUPLICATE_MODES:
+        raise DataError(
+            f"ImportSpec.duplicates='{spec.duplicates}': must be one of {list(DUPLICATE_MODES)}."
+        )
 
 
 def _check_folders(src: Path, out: Path) -> None:
@@ -185,50 +210,143 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and _visible(path) and path.is_file()
 
 
-def _subfolders(folder: Path) -> list[Path]:
-    """Visible sub-folders, sorted; a loose image here has no individual, so it is an error."""
-    entries = sorted(folder.iterdir())
-    loose = [p for p in entries if _is_image(p)]
-    if loose:
-        raise DataError(
-            f"{loose[0]}: image outside any individual folder; move it into "
-            f"{folder}/<individual_id>/ (or delete it)."
-        )
-    return [p for p in entries if p.is_dir() and _visible(p)]
+class _Walker:
+    """Finds (photo, individual) pairs; skips or follows links, and catches link loops."""
 
+    def __init__(self, src: Path, follow_links: bool) -> None:
+        self.src = src
+        self.follow = follow_links
+        self.skipped: list[Path] = []  # links not followed
+        self.twice: list[tuple[Path, Path]] = []  # (link, first path) of a photo seen before
+        self._folders: dict[str, Path] = {os.path.realpath(src): src}
+        self._files: dict[str, tuple[Path, str]] = {}
 
-def _individual_folders(src: Path) -> list[Path]:
-    """Individual folders, looking one level deeper when SRC holds only split folders."""
-    top = _subfolders(src)
-    splits = [p for p in top if p.name.lower() in SPLIT_FOLDERS]
-    if not top or not splits:
-        return top
-    if len(splits) < len(top):
-        other = next(p for p in top if p.name.lower() not in SPLIT_FOLDERS)
-        raise DataError(
-            f"{src}: mixes split folders ({splits[0].name}) with individual folders "
-            f"({other.name}); put every individual under a split folder or none."
-        )
-    return [folder for split in splits for folder in _subfolders(split)]
+    def _keep(self, path: Path) -> bool:
+        if path.is_symlink() and not self.follow:
+            self.skipped.append(path)
+            return False
+        return True
 
+    def _enter(self, folder: Path) -> bool:
+        """Whether to walk `folder`; a folder reached a second time through a link is a loop."""
+        real = os.path.realpath(folder)
+        first = self._folders.get(real)
+        if first is not None and first != folder:
+            raise DataError(
+                f"{folder}: link loop or second path to {first} (the link points to "
+                f"{os.path.realpath(folder)}); its photos would be imported twice. Remove the "
+                "link, or import without --follow-links."
+            )
+        self._folders[real] = folder
+        return True
 
-def _images_under(folder: Path) -> Iterable[Path]:
-    """Every visible image below `folder`, in sorted order, skipping hidden folders."""
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root) / name
-            if _is_image(path):
+    def _subfolders(self, folder: Path) -> list[Path]:
+        """Visible sub-folders, sorted; a loose image here has no individual: an error."""
+        entries = [p for p in sorted(folder.iterdir()) if self._keep(p)]
+        loose = [p for p in entries if _is_image(p)]
+        if loose:
+            raise DataError(
+                f"{loose[0]}: image outside any individual folder; move it into "
+                f"{folder}/<individual_id>/ (or delete it)."
+            )
+        return [p for p in entries if p.is_dir() and _visible(p) and self._enter(p)]
+
+    def _individual_folders(self) -> list[Path]:
+        """Individual folders, looking one level deeper when SRC holds only split folders."""
+        src = self.src
+        top = self._subfolders(src)
+        splits = [p for p in top if p.name.lower() in SPLIT_FOLDERS]
+        if not top or not splits:
+            return top
+        if len(splits) < len(top):
+            other = next(p for p in top if p.name.lower() not in SPLIT_FOLDERS)
+            raise DataError(
+                f"{src}: mixes split folders ({splits[0].name}) with individual folders "
+                f"({other.name}); put every individual under a split folder or none."
+            )
+        return [folder for split in splits for folder in self._subfolders(split)]
+
+    def _images_under(self, folder: Path, individual: str) -> Iterable[Path]:
+        """Every visible image below `folder`, in sorted order, skipping hidden folders."""
+        for root, dirs, files in os.walk(folder, followlinks=self.follow):
+            here = Path(root)
+            dirs[:] = [
+                d
+                for d in sorted(dirs)
+                if not d.startswith(".") and self._keep(here / d) and self._enter(here / d)
+            ]
+            for name in sorted(files):
+                path = here / name
+                if not _is_image(path) or not self._keep(path):
+                    continue
+                real = os.path.realpath(path)
+                seen = self._files.get(real)
+                if seen is not None and seen[1] == individual:
+                    self.twice.append((path, seen[0]))
+                    continue  # one photo reached twice through links: imported once
+                self._files.setdefault(real, (path, individual))
                 yield path
 
+    def find(self) -> list[tuple[Path, str]]:
+        """(photo path, individual id) pairs; one id under two split folders is one animal."""
+        found = []
+        for folder in self._individual_folders():
+            individual = _check_individual(folder)
+            found.extend((path, individual) for path in self._images_under(folder, individual))
+        return found
 
-def _find(src: Path) -> list[tuple[Path, str]]:
-    """(photo path, individual id) pairs; one id under two split folders is one animal."""
-    found = []
-    for folder in _individual_folders(src):
-        individual = _check_individual(folder)
-        found.extend((path, individual) for path in _images_under(folder))
-    return found
+    def skipped_note(self) -> str:
+        if not self.skipped:
+            return ""
+        return (
+            f" {len(self.skipped)} symbolic link(s) were not followed (first {self.skipped[0]}); "
+            "pass --follow-links to import them."
+        )
+
+    def warn(self) -> None:
+        if self.skipped:
+            print(f"warning: import:{self.skipped_note()}", file=sys.stderr)
+        if self.twice:
+            link, first = self.twice[0]
+            print(
+                f"warning: import: {len(self.twice)} photo(s) reached twice through links, "
+                f"imported once (first {link}, already {first}).",
+                file=sys.stderr,
+            )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the photo ({err.strerror or err}).") from err
+    return digest.hexdigest()
+
+
+def _check_duplicates(src: Path, photos: list[_Photo], mode: str) -> None:
+    """The same bytes under two individuals: an error naming both photos (or a warning)."""
+    by_hash: dict[str, list[_Photo]] = {}
+    for photo in photos:
+        by_hash.setdefault(_sha256(src / photo.source), []).append(photo)
+    clashes = [group for group in by_hash.values() if len({p.individual for p in group}) > 1]
+    if not clashes:
+        return
+    first = clashes[0]
+    listed = " and ".join(f"{src / p.source} ({p.individual})" for p in first[:3])
+    message = (
+        f"{listed} hold the same bytes: one photo filed under {len({p.individual for p in first})} "
+        f"individuals ({len(clashes)} such photo(s) in all), which would train one animal as "
+        "two and can put the same photo in train and test"
+    )
+    if mode == "error":
+        raise DataError(
+            f"{message}. Remove the wrong copy (or the link), or pass --allow-duplicates to "
+            "import them anyway."
+        )
+    print(f"warning: import: {message}.", file=sys.stderr)
 
 
 def _photo(src: Path, path: Path, individual: str, pattern: re.Pattern[str] | None) -> _Photo:
@@ -331,7 +449,12 @@ def _place(source: Path, target: Path, link: str) -> None:
         return
     with atomic_path(target) as tmp:
         if link == "copy":
-            shutil.copy2(source, tmp)
+            try:
+                shutil.copy2(source, tmp)
+            except OSError as err:
+                raise DataError(
+                    f"{source}: cannot copy the photo to {target} ({err.strerror or err})."
+                ) from err
         else:
             tmp.unlink()
             try:
@@ -341,7 +464,7 @@ def _place(source: Path, target: Path, link: str) -> None:
                     os.symlink(source.resolve(), tmp)
             except OSError as err:
                 raise DataError(
-                    f"{target}: cannot {link} from {source} ({err}); use link='copy'."
+                    f"{source}: cannot {link} it to {target} ({err}); use link='copy'."
                 ) from err
 
 

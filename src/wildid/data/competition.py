@@ -65,13 +65,25 @@ def normalise_species(species: pd.Series) -> pd.Series:
     return species.replace(SPECIES_FIXES)
 
 
+def read_csv_file(path: Path, **kwargs: object) -> pd.DataFrame:
+    """pandas.read_csv, any unreadable file (empty, binary, garbled) a one-line DataError."""
+    try:
+        return pd.read_csv(path, **kwargs)  # type: ignore[call-overload]
+    except pd.errors.EmptyDataError as err:
+        raise DataError(
+            f"{path}: empty file (zero bytes or no header line); re-download or re-write it."
+        ) from err
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: not a readable CSV ({reason}).") from err
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err}).") from err
+
+
 def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found. Expected the Happywhale layout (see README).")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV ({err}).") from err
+    df = read_csv_file(path, dtype=str, keep_default_na=False)
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(
@@ -107,10 +119,19 @@ def _check_images(root: Path, split: str, images: pd.Series, table: Path) -> Non
 
 
 def read_boxes(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"image": str, "kind": str})
+    df = read_csv_file(path, dtype={"image": str, "kind": str})
     missing = [c for c in BOX_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; need {list(BOX_COLUMNS)}.")
+    for column in ("x1", "y1", "x2", "y2"):
+        numbers = pd.to_numeric(df[column], errors="coerce")
+        bad = df.index[numbers.isna()]
+        if len(bad):
+            raise DataError(
+                f"{path}, row {int(bad[0]) + 2}: column '{column}' is not a number "
+                f"('{df.at[bad[0], column]}')."
+            )
+        df[column] = numbers
     bad = df.index[(df["x2"] <= df["x1"]) | (df["y2"] <= df["y1"])]
     if len(bad):
         raise DataError(f"{path}, row {int(bad[0]) + 2}: box has x2 <= x1 or y2 <= y1.")

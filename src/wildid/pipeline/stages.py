@@ -9,6 +9,7 @@ Every stage skips or resumes work that is already done.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from wildid import cache
 from wildid.config import Config, save_config
 from wildid.crop.boxes import CropSet, make_crops
 from wildid.crop.detector.train import Detector
+from wildid.data.check import apply_policy, check_competition
 from wildid.data.competition import Competition, load_competition
 from wildid.data.folds import fold_split, make_folds, read_folds
 from wildid.data.transforms import eval_transform
@@ -42,13 +44,25 @@ from wildid.train.checkpoints import trained_checkpoints
 from wildid.train.engine import TrainData, Trainer, distributed, load_trained, resolve_device
 
 
-def prepare(config: Config) -> tuple[Competition, pd.DataFrame]:
-    """Load and validate the competition; split train for validation.
+def check(config: Config, competition: Competition, progress: bool = True) -> Competition:
+    """Check every photo (`wildid check`, cached per photo under working/check/) and apply
+    `check.on_bad`: stop on a bad photo, or leave bad train photos out of this run."""
+    cc = config.check
+    report = check_competition(competition, config.working, cc.max_pixels, cc.workers, progress)
+    if progress and not report.problems.empty:
+        print(report.summary(), file=sys.stderr)
+    return apply_policy(competition, report, cc.on_bad, progress)
 
-    Writes folds.csv (every fold's roles, `train.folds` of them) and split.csv (fold 0,
-    the split returned); with one fold, the split holds out `train.val_fraction`.
+
+def prepare(config: Config, progress: bool = True) -> tuple[Competition, pd.DataFrame]:
+    """Load and validate the competition, check its photos; split train for validation.
+
+    The photo check comes first, so a bad photo stops the run before anything is written
+    in the run folder. Writes folds.csv (every fold's roles, `train.folds` of them) and
+    split.csv (fold 0, the split returned); with one fold, the split holds out
+    `train.val_fraction`.
     """
-    competition = load_competition(config.data)
+    competition = check(config, load_competition(config.data), progress)
     layout = RunLayout.of(config)
     layout.claim(config)
     tc = config.train
@@ -78,7 +92,13 @@ def crop(
         from wildid.crop.detector import crop as detector_crop
 
         return detector_crop(config, competition, detector, progress)
-    return make_crops(competition, config.crop, config.working, progress=progress)
+    return make_crops(
+        competition,
+        config.crop,
+        config.working,
+        progress=progress,
+        max_pixels=config.check.max_pixels,
+    )
 
 
 def train_data(
@@ -230,8 +250,8 @@ class RunResult:
 def run(config: Config, progress: bool = True) -> RunResult:
     """Every stage in order; see the module docstring for where outputs land."""
     timer = _Timer()
-    with timer("prepare"):
-        competition, split = prepare(config)
+    with timer("prepare"):  # the photo check first (wildid.data.check), then the split
+        competition, split = prepare(config, progress)
     detector = None
     if config.crop.source == "detector":
         with timer("detect"):
