@@ -178,10 +178,13 @@ def nyala_agreement(
     )["closed"]
     config = bq.pipeline_config(protocol, qargs, out)
     layout = RunLayout.of(config)
-    if not layout.checkpoint(0).is_file() and not train:
+    history = layout.fold(0) / "history.csv"
+    epochs = len(pd.read_csv(history)) if history.is_file() else 0
+    if epochs < config.train.epochs and not train:  # absent, or still training elsewhere
         reason = (
-            f"no trained closed-protocol run in {layout.root} (`make bench-quality`, or "
-            "--train-nyala here: about 25 min on 2 cores)"
+            f"no trained closed-protocol run in {layout.root} ({epochs} of "
+            f"{config.train.epochs} epochs; `make bench-quality`, or --train-nyala here: "
+            "about 25 min on 2 cores)"
         )
         return {"skipped": reason}, None, None
     # The benchmark's steps for its closed `trained` method, in its order (bench_quality.main)
