@@ -5,9 +5,21 @@ Galleries:
               individuals, in a package whose model is MobileNetV2 at 128 px trained one
               epoch on a synthetic mini-competition with fullbody boxes, so a new photo
               pays the CAM crop (EfficientNet-Lite0 activation map) and the model.
-  nyala       a package of a trained nyala run (`--nyala-run`, default working/nyala, made
-              by `wildid run nyala`), when ../shared/datasets/nyala exists; else skipped
-              with the reason.
+  nyala       a package of the nyala quality benchmark's closed-protocol `trained` model
+              (bench_quality.py's run in `--nyala-quality`, default working/bench/quality,
+              the folder `make bench-quality` writes), when ../shared/datasets/nyala exists
+              and that run is trained (or `--train-nyala`: trains it the benchmark's way,
+              about 25 min on 2 cores); else skipped with the reason.
+
+Nyala agreement (issue 12: identify reproduces the benchmark's top-1): every closed-set
+query photo (its original file, whose name gives the flank) is identified against the
+package, and its top-1 individual and score are compared with the benchmark's own ranking
+of the same photo (`protocols.rank` of `query_scores` over the benchmark's float32
+embeddings: CAM box from boxes_cam.csv, same-flank pairs only). Twice: with the package as
+`wildid package` builds it (gallery and query rounded to the run's float16), and with the
+run's float32 embeddings packaged (`embed.dtype=float32`), which isolates the rounding.
+Also reported: how many queries get another CAM box from identify than the benchmark's,
+and the largest 1 - cosine between identify's and the benchmark's query embeddings.
 
 Per gallery, in a fresh process: `warm_s` is the median of `--repeats` identify calls of
 one photo after one warm-up call (crop + model + search + calibration), `startup_s` the Identifier's
@@ -29,6 +41,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -140,11 +153,136 @@ def fresh(archive: Path, photo: Path, repeats: int) -> dict:
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
+def nyala_agreement(
+    quality: Path, work: Path, train: bool, quality_args: Sequence[str] = ()
+) -> tuple[dict, Path | None, Path | None]:
+    """The closed-protocol comparison (module docstring): (figures, package, a query photo),
+    or (a skip, None, None). `quality_args`: more bench_quality.py arguments (--data,
+    config overrides), as the run was made with."""
+    import bench_quality as bq
+    import torch
+
+    from wildid.crop.boxes import expand_box
+    from wildid.data.competition import load_competition
+    from wildid.evaluation.protocols import calibration, query_scores, rank, training_exclusion
+    from wildid.gallery.embedder import read_photo
+    from wildid.infer.embed import Embeddings, write_embeddings
+    from wildid.layout import RunLayout
+
+    qargs = bq.parse_args(
+        ["--protocols", "closed", "--out", str(quality), "--no-progress", *quality_args]
+    )
+    out = Path(qargs.out)
+    protocol = bq.import_protocols(
+        qargs.data, out / "data", qargs.group, qargs.seed, qargs.side_regex or None
+    )["closed"]
+    config = bq.pipeline_config(protocol, qargs, out)
+    layout = RunLayout.of(config)
+    history = layout.fold(0) / "history.csv"
+    epochs = len(pd.read_csv(history)) if history.is_file() else 0
+    if epochs < config.train.epochs and not train:  # absent, or still training elsewhere
+        reason = (
+            f"no trained closed-protocol run in {layout.root} ({epochs} of "
+            f"{config.train.epochs} epochs; `make bench-quality`, or --train-nyala here: "
+            "about 25 min on 2 cores)"
+        )
+        return {"skipped": reason}, None, None
+    # The benchmark's steps for its closed `trained` method, in its order (bench_quality.main)
+    torch.manual_seed(qargs.seed)
+    timer = bq.Timer()
+    boxes = bq.animal_boxes(bq.all_photos({"closed": protocol}), out, qargs.crop, False)
+    bq.write_boxes(protocol, boxes)
+    exclusion = training_exclusion(protocol, calibration(protocol.gallery, qargs.calibration))
+    features = bq.trained_features(protocol, qargs, out, timer, False, exclusion)
+    g, q = protocol.gallery, protocol.queries
+    reference = rank(query_scores(features, protocol), g["individual_id"].to_numpy())
+    ref_top = [labels[0] if labels else None for labels in reference.labels]
+    ref_score = reference.scores[:, 0].astype(np.float64)
+    # The run folder gets the embeddings the benchmark computed (it keeps them in memory)
+    competition = load_competition(protocol.root, check_images=False)
+    tables = {"train": competition.train, "test": competition.test}
+    write_embeddings(
+        layout.embeddings(0),
+        Embeddings(
+            np.stack([features[i] for i in tables["train"]["image"]]),
+            np.stack([features[i] for i in tables["test"]["image"]]),
+        ),
+        tables["train"]["image"],
+        tables["test"]["image"],
+        "float32",
+    )
+    photos = [str(Path(qargs.data) / source) for source in q["source"]]
+    figures: dict = {
+        "run": str(layout.root),
+        "queries": len(q),
+        "gallery_photos": len(g),
+        "benchmark_top1": round(float(np.mean(np.array(ref_top) == q["truth"].to_numpy())), 4),
+        **{f"{k}_s": round(v, 1) for k, v in timer.seconds.items()},
+    }
+    package = None
+    for dtype in ("float16", "float32"):
+        built = load_config(layout.config, [f"embed.dtype={dtype}"])
+        archive = work / ("nyala.zip" if dtype == "float16" else "nyala_float32.zip")
+        shutil.rmtree(archive.with_suffix(""), ignore_errors=True)
+        build_package(layout.root, archive, config=built, side_regex=qargs.side_regex or None)
+        identifier = Identifier(archive)
+        results = []
+        for start in range(0, len(photos), 32):
+            results += identifier.identify(photos[start : start + 32], k=1)
+        top = [r.candidates[0].individual_id if r.candidates else None for r in results]
+        score = np.array([r.candidates[0].score if r.candidates else -np.inf for r in results])
+        agree = np.array(top, dtype=object) == np.array(ref_top, dtype=object)
+        both = np.isfinite(score) & np.isfinite(ref_score)
+        figures[dtype] = {
+            "top1_agreement": round(float(agree.mean()), 4),
+            "max_abs_score_diff": float(np.max(np.abs(score[both] - ref_score[both]))),
+            "identify_top1": round(float(np.mean(np.array(top) == q["truth"].to_numpy())), 4),
+            "differing": [
+                {
+                    "photo": photos[i],
+                    "benchmark": [ref_top[i], round(float(ref_score[i]), 6)],
+                    "identify": [top[i], round(float(score[i]), 6)],
+                    "benchmark_second": round(float(reference.scores[i, 1]), 6),
+                }
+                for i in np.flatnonzero(~agree)
+            ],
+        }
+        print(f"nyala {dtype}: {figures[dtype]}", flush=True)
+        if dtype == "float16":
+            package = archive
+        else:  # the crop and the query embedding, photo by photo, against the benchmark's
+            mismatched, worst = 0, 0.0
+            for start in range(0, len(photos), 32):
+                chunk = photos[start : start + 32]
+                images = q["image"].iloc[start : start + 32]
+                for photo, image in zip(chunk, images, strict=True):
+                    rgb = read_photo(photo)
+                    h, w = rgb.shape[:2]
+                    want = expand_box(bq.box_of(boxes, image), config.crop.margin, w, h)
+                    mismatched += tuple(identifier.embedder.box(rgb)) != tuple(want)
+                vectors = identifier.embedder.embed(chunk).vectors
+                cosines = np.sum(vectors * np.stack([features[i] for i in images]), axis=1)
+                worst = max(worst, float(np.max(1.0 - cosines)))
+            figures["cam_box_mismatches"] = int(mismatched)
+            figures["max_query_embedding_1_minus_cos"] = worst
+    return figures, package, Path(photos[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("working/bench/identify"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--nyala-run", type=Path, default=Path("working/nyala"))
+    parser.add_argument(
+        "--nyala-quality",
+        type=Path,
+        default=Path("working/bench/quality"),
+        help="bench_quality.py's --out: its closed-protocol trained run is packaged",
+    )
+    parser.add_argument(
+        "--train-nyala",
+        action="store_true",
+        help="train that run when it is missing (the benchmark's way, ~25 min on 2 cores)",
+    )
     parser.add_argument("--measure", nargs=2, type=Path, metavar=("PACKAGE", "PHOTO"))
     args = parser.parse_args()
     if args.measure:  # in a fresh process: training in this one would skew the timings
@@ -159,17 +297,12 @@ def main() -> None:
     print(f"happywhale-sized: {figures['happywhale']}")
     if not NYALA.is_dir():
         figures["nyala"] = {"skipped": f"{NYALA} does not exist"}
-    elif not (args.nyala_run / "embeddings").is_dir():
-        figures["nyala"] = {
-            "skipped": f"no trained nyala run in {args.nyala_run} (train one: `wildid import "
-            f"{NYALA} input/nyala --group '^(\\d+)_'`, `wildid boxes input/nyala`, then "
-            "`wildid run nyala crop.boxes=[...]`; about 25 min on 2 cores)"
-        }
     else:
-        nyala = build_package(args.nyala_run, args.work / "nyala.zip")
-        config = load_config(args.nyala_run / "config.yaml")
-        query = sorted((Path(config.data) / "test_images").iterdir())[0]
-        figures["nyala"] = fresh(nyala, query, args.repeats)
+        figures["nyala"], nyala, query = nyala_agreement(
+            args.nyala_quality, args.work, args.train_nyala
+        )
+        if nyala is not None:
+            figures["nyala"]["speed"] = fresh(nyala, query, args.repeats)
     print(f"nyala: {figures['nyala']}")
     print(json.dumps(figures))
 

@@ -22,6 +22,7 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid package RUN OUT [--working DIR]     (RUN: working/<run>, or a run name)
     wildid package --inspect PACKAGE
     wildid identify PACKAGE PHOTO... [--sighting] [-k 5] [--out FILE.csv|.json] [--sheet DIR]
+                    [--side left|right]
     wildid enroll PACKAGE PHOTO... (--as ID | --new NAME) [--by WHO]
     wildid enroll PACKAGE --undo ENTRY
     wildid serve PACKAGE [--port N] [--host 127.0.0.1]   (the review web app, Gradio)
@@ -611,11 +612,19 @@ def identify(
     sheet: Annotated[
         Path | None, typer.Option("--sheet", help="write one match sheet PNG per photo here")
     ] = None,
+    side: Annotated[
+        str | None,
+        typer.Option(
+            "--side",
+            help="the photos' flank (e.g. left): only same-flank gallery photos are compared; "
+            "default: read from each file name with the package's side regex, if any",
+        ),
+    ] = None,
 ) -> None:
     """Rank the known individuals for each photo: score, probability, new_individual."""
     from wildid.gallery.identify import Identifier, match_sheet, results_table, write_results
 
-    results = Identifier(package).identify(photos, sighting=sighting, k=k)
+    results = Identifier(package).identify(photos, sighting=sighting, k=k, sides=side)
     typer.echo(results_table(results).to_string(index=False))
     for result in results:
         verdict = "new_individual" if result.new_individual else result.candidates[0].individual_id

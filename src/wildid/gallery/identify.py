@@ -9,6 +9,15 @@ score per individual is averaged over the photos (`matching.sightings.pool_by_si
 and every photo gets that pooled ranking (its own crop and best-matching photos). The
 probability of a pooled score uses the same calibration (an approximation: pooled scores
 of one animal are a little lower than single-photo best scores).
+
+Flanks: when a photo's side (left or right flank) is known and so is a gallery photo's,
+only same-side pairs are compared, as the nyala benchmark does (`evaluation.protocols.
+side_mask`): the two flanks of a striped animal carry different patterns, so a
+cross-side similarity is evidence of nothing. Gallery sides are the catalogue's records
+(photos.csv `side`, or the side given at enrollment); a query's side is given (`sides`,
+`wildid identify --side`) or read from its file name with the package's `side_regex`
+(the one its gallery's sides were read with). Unknown on either side: compared.
+Individuals with no comparable photo are not candidates.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from wildid.gallery.embedder import PhotoEmbedder
-from wildid.gallery.package import Package, resolve_package
+from wildid.gallery.package import Package, resolve_package, side_of
 from wildid.gallery.store import Catalogue, Gallery
 from wildid.io import atomic_path, write_csv, write_text
 from wildid.matching.sightings import pool_by_sighting
@@ -58,14 +67,24 @@ class _Index:
     individuals: np.ndarray  # (n,) sorted
     starts: np.ndarray  # (n,) first row of each individual
     stops: np.ndarray
+    sides: np.ndarray  # (rows,) object: each row's flank, None when unknown
+    known: np.ndarray  # (rows,) bool: the row's flank is known
+
+    def mask(self, side: str | None) -> np.ndarray | None:
+        """Rows a photo of flank `side` must not be compared with (None: no such row)."""
+        if side is None or not self.known.any():
+            return None
+        other = self.known & (self.sides != side)
+        return other if other.any() else None
 
 
-def _index(gallery: Gallery) -> _Index:
+def _index(gallery: Gallery, sides: dict[int, str | None]) -> _Index:
     individuals, codes = np.unique(gallery.labels.astype(str), return_inverse=True)
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
     stops = np.r_[starts[1:], len(order)]
+    row_sides = np.array([sides.get(int(p)) or None for p in gallery.photos[order]], dtype=object)
     return _Index(
         gallery,
         np.ascontiguousarray(gallery.vectors[order]),
@@ -73,6 +92,8 @@ def _index(gallery: Gallery) -> _Index:
         individuals.astype(object),
         starts,
         stops,
+        row_sides,
+        np.array([s is not None for s in row_sides], dtype=bool),
     )
 
 
@@ -90,17 +111,40 @@ class Identifier:
         self.calibration = self.package.calibration
         self.threshold = self.package.threshold
         self.float16 = self.package.config.embed.dtype == "float16"
+        self.side_regex: str | None = self.package.meta.get("side_regex")
         self._index: _Index | None = None
 
     def index(self) -> _Index:
         if self._index is None or self._index.gallery.version != self.catalogue.version():
-            self._index = _index(self.catalogue.gallery())
+            gallery = self.catalogue.gallery()
+            sides = {r.id: r.side for r in self.catalogue.records()}
+            self._index = _index(gallery, sides)
         return self._index
 
+    def sides(
+        self, photos: Sequence[str | Path], sides: str | Sequence[str | None] | None = None
+    ) -> list[str | None]:
+        """Each photo's flank: the one given (one for all, or one per photo), else read
+        from its file name with the package's `side_regex`; None when unknown."""
+        if isinstance(sides, str):
+            given: list[str | None] = [sides] * len(photos)
+        elif sides is None:
+            given = [None] * len(photos)
+        else:
+            given = list(sides)
+            if len(given) != len(photos):
+                raise ValueError(f"{len(given)} sides for {len(photos)} photos.")
+        return [g or side_of(p, self.side_regex) for g, p in zip(given, photos, strict=True)]
+
     def identify(
-        self, photos: Sequence[str | Path], sighting: bool = False, k: int = 5
+        self,
+        photos: Sequence[str | Path],
+        sighting: bool = False,
+        k: int = 5,
+        sides: str | Sequence[str | None] | None = None,
     ) -> list[QueryResult]:
-        """Top-k individuals per photo; with `sighting`, the photos vote together."""
+        """Top-k individuals per photo; with `sighting`, the photos vote together. Only
+        same-flank gallery photos are compared where both flanks are known (`sides`)."""
         if not photos:
             return []
         embedded = self.embedder.embed(photos)
@@ -109,6 +153,10 @@ class Identifier:
             queries = queries.astype(np.float16).astype(np.float32)
         index = self.index()
         sims = queries @ index.vectors.T  # (photos, rows)
+        for q, side in enumerate(self.sides(photos, sides)):
+            other = index.mask(side)
+            if other is not None:
+                sims[q, other] = -np.inf
         best = np.maximum.reduceat(sims, index.starts, axis=1)  # (photos, individuals)
         if sighting and len(photos) > 1:
             columns = np.arange(len(index.individuals))
@@ -118,6 +166,7 @@ class Identifier:
         for q, path in enumerate(photos):
             top = np.argpartition(-best[q], k - 1)[:k]
             top = top[np.lexsort((top, -best[q, top]))]
+            top = top[np.isfinite(best[q, top])]  # individuals it saw no photo of: none
             probabilities = self.calibration.probability(best[q, top])
             candidates = []
             for rank, (code, probability) in enumerate(zip(top, probabilities, strict=True)):
@@ -132,12 +181,12 @@ class Identifier:
                         index.gallery.thumbnails[photo],
                     )
                 )
-            top1 = candidates[0]
-            new = (
-                top1.score < self.threshold
-                if self.threshold is not None
-                else top1.probability < 0.5
-            )
+            if not candidates:  # no gallery photo of its flank
+                new = True
+            elif self.threshold is not None:
+                new = candidates[0].score < self.threshold
+            else:
+                new = candidates[0].probability < 0.5
             results.append(QueryResult(str(path), embedded.crops[q], candidates, bool(new)))
         return results
 

@@ -7,11 +7,12 @@ way out of the target directory); zip's Unix mode bits can still mark a symlink,
 are refused too. Archive layout (every member listed with its SHA-256 in manifest.json)::
 
     manifest.json             {"format", "version", "members": {name: {sha256, size}}}
-    package.json              run, threshold, crop mode, image size, mean/std, versions
+    package.json              run, threshold, crop mode, image size, mean/std, side regex,
+                              versions
     config.yaml               the resolved config the model was trained with
     model.safetensors         EmbeddingNet weights (never a pickle)
     calibration.json          logistic score -> probability (see gallery.calibration)
-    gallery/embeddings.npy    (rows, dim) float16 unit rows
+    gallery/embeddings.npy    (rows, dim) unit rows, float16 (the run's embed.dtype)
     gallery/rows.npy          (rows,) int64: the photo id of each row (flip mirrors add rows)
     gallery/photos.csv        id, image, individual_id, sighting, side, source, sha256, thumbnail
     gallery/thumbs/<id>.jpg   a small JPEG per photo (at most THUMB px on its longer side)
@@ -59,6 +60,7 @@ import yaml
 
 from wildid.config import Config, load_config
 from wildid.errors import WildidError
+from wildid.evaluation.protocols import SIDE_REGEX
 from wildid.gallery.calibration import Calibration, fit_calibration
 from wildid.io import atomic_path
 
@@ -133,7 +135,8 @@ class Package:
         return table.replace({"": None})
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, dim) float16 memory map and each row's photo id."""
+        """(rows, dim) memory map (float16, or the run's embed.dtype) and each row's
+        photo id."""
         gallery = self.root / "gallery"
         vectors = np.load(gallery / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         return vectors, np.load(gallery / "rows.npy", allow_pickle=False)
@@ -193,10 +196,23 @@ def crop_mode(config: Config) -> str:
     return "cam"
 
 
-def _gallery_table(config: Config, images: list[str]) -> pd.DataFrame:
-    """image, individual_id, sighting, side, source for the gallery's photos, in order."""
-    from wildid.evaluation.protocols import SIDE_REGEX
+def side_of(name: str | Path, pattern: re.Pattern[str] | str | None) -> str | None:
+    """The flank a file name records (`pattern`'s first group, or its whole match when it
+    has none), as the evaluation protocols read it; None without a pattern or a match."""
+    if pattern is None:
+        return None
+    pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
+    match = pattern.search(Path(name).name)
+    if match is None:
+        return None
+    return match.group(1) if pattern.groups else match.group(0)
 
+
+def _gallery_table(config: Config, images: list[str], side_regex: str | None) -> pd.DataFrame:
+    """image, individual_id, sighting, side, source for the gallery's photos, in order.
+
+    The side is read from each photo's source file name with `side_regex` when the run's
+    data was imported from a catalogue (catalogue.csv names the sources)."""
     data = Path(config.data)
     train = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
     table = pd.DataFrame({"image": images})
@@ -211,12 +227,8 @@ def _gallery_table(config: Config, images: list[str]) -> pd.DataFrame:
         known = table["image"].isin(rows.index)
         table.loc[known, "sighting"] = rows.loc[table.loc[known, "image"], "group"].to_numpy()
         table.loc[known, "source"] = rows.loc[table.loc[known, "image"], "source"].to_numpy()
-    pattern = re.compile(SIDE_REGEX)
-    sides = []
-    for source in table["source"]:
-        match = pattern.search(Path(source).name) if catalogue.is_file() else None
-        sides.append(match.group(1) if match else None)
-    table["side"] = sides
+    pattern = re.compile(side_regex) if side_regex and catalogue.is_file() else None
+    table["side"] = [side_of(source, pattern) for source in table["source"]]
     if table["individual_id"].isna().any():
         missing = table.loc[table["individual_id"].isna(), "image"].iloc[0]
         raise PackageError(f"{data / 'train.csv'}: no row for gallery image {missing}.")
@@ -258,12 +270,17 @@ def _calibrate(
     return fit_calibration(scores[valid], same[valid], "leave-one-out")
 
 
-def build_package(run: str | Path, out: Path, config: Config | None = None) -> Path:
+def build_package(
+    run: str | Path, out: Path, config: Config | None = None, side_regex: str | None = SIDE_REGEX
+) -> Path:
     """Write the archive of run folder `run` (working/<run>) to `out`; returns `out`.
 
     Reads the run's resolved config.yaml (or `config`), models/fold0/best.pt, the
     fold-0 train embeddings, split.csv and metrics.json, and the competition's train.csv,
-    train_images/ and catalogue.csv (when imported with `wildid import`).
+    train_images/ and catalogue.csv (when imported with `wildid import`). Gallery rows are
+    stored as `config.embed.dtype`. `side_regex` reads each catalogue photo's flank from
+    its source file name (photos.csv `side`); when it finds one, package.json keeps it
+    (`side_regex`) so that identify reads a new photo's flank the same way.
     """
     import torch
     from safetensors.torch import save as save_safetensors
@@ -296,9 +313,9 @@ def build_package(run: str | Path, out: Path, config: Config | None = None) -> P
         ) from err
     train_rows = index[index["split"] == "train"]
     images = train_rows.loc[train_rows["view"] == "query", "image"].tolist()
-    table = _gallery_table(config, images)
+    table = _gallery_table(config, images, side_regex)
     source = embeddings.gallery_source()
-    vectors = np.asarray(embeddings.train, dtype=np.float16)
+    vectors = np.asarray(embeddings.train, dtype=config.embed.dtype)
     labels = table["individual_id"].to_numpy(dtype=str)
     groups = np.array(
         [s if s is not None else f"row{i}" for i, s in enumerate(table["sighting"])], dtype=str
@@ -334,6 +351,7 @@ def build_package(run: str | Path, out: Path, config: Config | None = None) -> P
         "image_size": config.train.image_size,
         "mean_std": [list(v) for v in net.mean_std],
         "flip_tta": config.embed.flip_tta,
+        "side_regex": side_regex if table["side"].notna().any() else None,
         "embedding_dim": int(vectors.shape[1]),
         "photos": len(table),
         "rows": len(vectors),
