@@ -287,3 +287,14 @@ def test_photo_problem_is_none_for_a_good_photo(tmp_path: Path) -> None:
     assert photo_problem(path) is None
     path.write_bytes(png_header(8000, 8000))
     assert "too_large" in (photo_problem(path) or "")
+
+
+def test_bad_photos_are_judged_the_same_after_ultralytics_patched_pillow(tmp_path: Path) -> None:
+    """ultralytics replaces Image.open with a wrapper that answers an unidentified file by
+    importing pi_heif: that must still read as 'not an image', never as a traceback."""
+    import ultralytics.utils.patches  # noqa: F401  (installs the wrapper)
+
+    text = tmp_path / "a.jpg"
+    text.write_text("not a photo at all")
+    problem = photo_problem(text, 50_000_000)
+    assert problem is not None and "unreadable: not an image" in problem

@@ -180,7 +180,9 @@ def _decode(data: bytes, facts: dict[str, Any], max_pixels: int) -> str:
         facts["error"] = ""
         facts["width"] = facts["height"] = 0
         return f"too large: {err}"
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):
+        # ImportError: once ultralytics is imported, its patch of Image.open answers a file
+        # Pillow cannot identify by importing the optional pi_heif (HEIC), absent here.
         if header is not None:  # a valid start, then nothing Pillow can read
             return f"truncated: {header[0]} header without image data ({len(data)} bytes)"
         return f"unreadable: not an image (starts with '{_text_start(data)}')"
