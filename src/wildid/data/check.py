@@ -290,28 +290,27 @@ class CheckReport:
         )
 
 
+def _optional_table(path: Path) -> pd.DataFrame | None:
+    """A CSV of wildid's own (strings), or None when absent or unreadable: then unused."""
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+
+
 def _sources(root: Path) -> dict[str, str]:
     """Output image -> catalogue photo, for a folder made by `wildid import`."""
-    path = root / "catalogue.csv"
-    if not path.is_file():
-        return {}
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        return {}
-    if not {"image", "source"} <= set(table.columns):
+    table = _optional_table(root / "catalogue.csv")
+    if table is None or not {"image", "source"} <= set(table.columns):
         return {}
     return dict(zip(table["image"], table["source"], strict=True))
 
 
 def _read_cache(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        return {}
-    if list(table.columns) != CACHE_COLUMNS:
+    table = _optional_table(path)
+    if table is None or list(table.columns) != CACHE_COLUMNS:
         return {}
     rows = table.to_dict("records")
     return {(r["split"], r["image"]): r for r in rows}
