@@ -10,7 +10,7 @@ import pytest
 
 from wildid.crop.saliency import CamBoxer, CamConfig, cam_boxes
 
-NYALA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "nyala"
+NYALA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "nyala"
 
 
 @pytest.fixture(scope="module")
