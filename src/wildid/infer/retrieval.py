@@ -190,8 +190,8 @@ def search_exact(
     n, dim = gallery.shape
     table = torch.empty((n, dim), dtype=torch.float32, device=device)
     for start in range(0, n, 8192):
-        piece = torch.from_numpy(_as_f32(gallery[start : start + 8192]))
-        table[start : start + 8192] = piece.to(device)
+        piece = np.array(gallery[start : start + 8192], dtype=np.float32)  # own, writable
+        table[start : start + 8192] = torch.from_numpy(piece).to(device)
     k = max(1, min(k, n))
     sims = np.empty((len(queries), k), dtype=np.float32)
     idx = np.empty((len(queries), k), dtype=np.int64)
