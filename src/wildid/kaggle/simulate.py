@@ -43,6 +43,7 @@ from pathlib import Path
 
 from wildid.errors import WildidError
 from wildid.kaggle.bundle import CODE_DATASET
+from wildid.kaggle.install import dist as wheel_dist
 
 COMPETITION = "happy-whale-and-dolphin"
 COMPETITION_ITEMS = ("train.csv", "sample_submission.csv", "train_images", "test_images")
@@ -112,10 +113,6 @@ class Simulation:
 
 def _dist_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _wheel_dist(path: Path) -> str:
-    return _dist_name(path.name.split("-")[0])
 
 
 def _site_packages() -> Path:
@@ -256,7 +253,7 @@ def simulate(
     wheels = list(sources[CODE_DATASET].glob("*.whl"))
 
     image = root.parent / f"{root.name}-image"
-    python = make_image(image, {_wheel_dist(w) for w in wheels})
+    python = make_image(image, {wheel_dist(w) for w in wheels})
     site = next((image / "lib").glob("python*/site-packages"))
     pristine = {folder: {p.name for p in folder.iterdir()} for folder in (site, image / "bin")}
     spec = home / "jupyter" / "kernels" / KERNEL_NAME
