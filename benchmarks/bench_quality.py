@@ -5,37 +5,51 @@
 Imports the catalogue twice with `import_catalogue` (split by sighting group, seed 0):
 a closed-set protocol (about 20% of each multi-sighting individual's sightings are
 queries) and an open-set one (about 20% of individuals also held out whole as new), and
-scores side by side on the same splits:
+scores side by side on the same splits, each method one `CalibratedFusion` of its
+matchers over its own shortlist (`wildid.matching.fusion`):
 
 * imagenet_<backbone>: shipped ImageNet features (GeM pooled), no training;
-* sift: SIFT + ratio test + RANSAC inlier counts, each query against the top-N gallery
-  photos of the untrained MobileNetV2 (a training-free pipeline end to end);
-* trained: the package's pipeline (configs/nyala.yaml) trained on the gallery only;
-  in the open protocol, without the calibration sightings (below);
-* trained+sift: trained cosine + w * log(1 + inliers) over the trained model's top-N,
-  w chosen on the gallery (leave one sighting out), never on the queries.
+* local: RootSIFT keypoints on the animal (GrabCut foreground of the box), ratio test and
+  RANSAC, inliers normalised against the query's shortlist, over the top `--shortlist`
+  gallery photos of the untrained MobileNetV2 (training-free end to end);
+* trained: the package's pipeline (configs/nyala.yaml) trained on the gallery only; in
+  the open protocol, without the calibration photos (below);
+* trained+local: WildFusion: the trained cosine and the local score, each calibrated
+  into P(same individual) by isotonic regression on held-out gallery pairs, averaged,
+  over the trained model's top `--shortlist`.
 
 Every method sees the animal box from `wildid.crop.saliency` (class activation map of the
 shipped ImageNet classifier) and compares only same-flank photos when the file names say
-the flank (`--side-regex`, nyala: `_leftphoto` / `_rightphoto`). The open-set
-`new_individual` threshold of each method is tuned leave-one-sighting-out on
-`--calibration` gallery pseudo-queries, weighted so that new ones carry the share of new
-queries the protocol's design implies (`--new-share`; the pseudo-queries alone hold far
-fewer new ones, and an unweighted threshold calls too few queries new). The open
-protocol's trained model does not train on those pseudo-queries' sightings (they stay in
-the gallery, embedded), so its threshold and fusion weight are tuned on similarities it
-was not fitted to. The closed protocol trains on its whole gallery (no threshold; top-1 is
-the headline) and takes its fusion weight from the open run: chosen there on held-out
-calibration rows that are not closed queries. Run alone (`--protocols closed`), it chooses
-the weight on its own trained-on, inflated rows.
+the flank (`--side-regex`, nyala: `_leftphoto` / `_rightphoto`). Calibration data come
+from the gallery alone: `--calibration` gallery photos are matched leave-one-sighting-out
+against the rest of the gallery, those of individuals with no other sighting playing
+`new_individual`, topped up to `--calibration-new` new individuals by holding further
+individuals out whole (so a catalogue without sighting ids, `--group ''`, still has new
+ones). Their shortlisted pairs fit each matcher's calibration; their fused rankings set
+the open-set thresholds on P(same): the MAP@5-optimal one (pseudo-queries weighted to the
+share of new queries the protocol's design implies, `--new-share`) and the
+gmean(BAKS, BAUS)-optimal one (balanced accuracies: no weighting), both reported. No
+query label is used by either. The open protocol's trained model does not train on any
+calibration photo (they stay in the gallery, embedded), so its calibration is fitted on
+similarities it was not fitted to. The closed protocol trains on its whole gallery and
+takes its calibrations from the open run, fitted there on the calibration rows that are
+not closed queries; run alone (`--protocols closed`), it calibrates on its own
+trained-on, inflated rows.
 
-The methods live in the package: `wildid.matching.fusion` (shortlist, pair cache,
-fusion weight), `wildid.matching.sightings` (the `--per-sighting` rows) and
-`wildid.evaluation.protocols` (flank masks and classes, calibration and its training
-hold-out, scoring); this script makes their inputs, calls them and writes the tables.
+With `--level both` (default) every method is also scored per sighting: the photos of a
+query sighting (its left and right flank) vote together, and calibration pseudo-queries
+are pooled the same way (`wildid.matching.sightings`). `--flank-variants` adds the
+trained model with flip TTA (mirror averaged) and with every flank compared with every
+flank, to measure what flank awareness is worth.
 
-Writes working/bench/quality/results.md, results.json and matches_<protocol>.png (sampled
-queries with the trained model's top matches); the last line printed is JSON.
+Everything slow is cached under OUT and skipped by a re-run: CAM boxes, crops, the
+ImageNet features, SIFT features (per image and settings), pair inlier counts (per
+matcher settings), trained models and their embeddings (per training settings and
+left-out photos). A re-run with other fusion, calibration or open-set settings costs the
+matching of pairs not seen before and seconds of calibration.
+
+Writes OUT/results.md, results.json and matches_<protocol>.png (sampled queries with the
+trained model's top matches); the last line printed is JSON.
 """
 
 from __future__ import annotations
@@ -47,7 +61,7 @@ import sys
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +70,11 @@ import torch
 
 import wildid  # noqa: F401  (offline switches)
 from wildid import pipeline
-from wildid.cache import fingerprint
+from wildid.cache import file_identity, fingerprint
 from wildid.config import Config, ModelConfig, load_config
 from wildid.crop.boxes import crop_image, expand_box
 from wildid.crop.saliency import CamConfig, cam_boxes
-from wildid.data.competition import Competition
+from wildid.data.competition import NEW_INDIVIDUAL, Competition
 from wildid.data.dataset import read_rgb
 from wildid.data.transforms import eval_transform
 from wildid.evaluation.plots import match_gallery
@@ -68,20 +82,35 @@ from wildid.evaluation.protocols import (
     Calibration,
     Protocol,
     calibration,
-    calibration_scores,
+    closed_scores,
+    cosine,
     expected_new_share,
     flank_classes,
     import_protocols,
-    protocol_scores,
+    open_scores,
     query_scores,
     rank,
+    share_weights,
+    side_mask,
     training_exclusion,
+    trains_on_calibration,
 )
 from wildid.infer.embed import embed_paths
+from wildid.infer.openset import OperatingPoints, choose_operating_points
+from wildid.infer.retrieval import Ranking
 from wildid.io import atomic_path, write_csv, write_text
 from wildid.layout import RunLayout
-from wildid.matching.fusion import PairCache, fuse, fusion_weights, shortlist
-from wildid.matching.local import LocalConfig, extract_paths
+from wildid.matching.base import CosineMatcher, Matcher, Shortlist
+from wildid.matching.calibration import IsotonicCalibration
+from wildid.matching.fusion import (
+    CalibratedFusion,
+    FusedScores,
+    LocalMatcher,
+    PairCache,
+    rank_shortlist,
+    same_pairs,
+)
+from wildid.matching.local import MASKS, LocalConfig, extract_paths
 from wildid.matching.sightings import (
     one_individual_per_sighting,
     pool_by_sighting,
@@ -91,6 +120,7 @@ from wildid.models.net import EmbeddingNet
 from wildid.train.engine import load_trained, resolve_device
 
 BASELINES = ("mobilenetv2_100", "efficientnet_lite0")
+LEVELS = ("photo", "sighting", "both")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,8 +136,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default="configs/nyala.yaml")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crop", choices=("cam", "whole"), default="cam")
-    p.add_argument("--shortlist", type=int, default=40, help="gallery photos matched by SIFT")
+    p.add_argument(
+        "--shortlist",
+        type=int,
+        default=100,
+        help="gallery photos per query scored by every matcher (local matching is the slow part)",
+    )
     p.add_argument("--calibration", type=int, default=150, help="gallery pseudo-queries")
+    p.add_argument(
+        "--calibration-new",
+        type=int,
+        default=20,
+        help="at least this many individuals play new among the pseudo-queries (held out "
+        "whole when too few have a single sighting)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
         "--embed-size",
@@ -117,9 +159,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--protocols", default="closed,open")
     p.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated methods to score (default: all); e.g. trained,trained+local",
+    )
+    p.add_argument(
+        "--level",
+        choices=LEVELS,
+        default="both",
+        help="score per photo, per sighting (a query sighting's photos vote together), or both",
+    )
+    p.add_argument(
         "--per-sighting",
         action="store_true",
-        help="also score each query sighting's photos pooled (extra table rows)",
+        help="same as --level both (kept for older commands)",
+    )
+    p.add_argument(
+        "--local-mask",
+        choices=MASKS,
+        default=LocalConfig().mask,
+        help="keypoints on the GrabCut foreground of the box, or anywhere in the box",
+    )
+    p.add_argument("--local-features", type=int, default=LocalConfig().features)
+    p.add_argument(
+        "--local-normalise",
+        choices=("query", "none"),
+        default="query",
+        help="local scores over the query's shortlist median (against the database), or raw",
+    )
+    p.add_argument(
+        "--flank-variants",
+        action="store_true",
+        help="also score the trained model with flip TTA and with every flank compared",
     )
     p.add_argument(
         "--threads",
@@ -132,7 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--new-share",
         type=float,
         default=expected_new_share(),
-        help="share of new_individual the open-set threshold is tuned for (default: "
+        help="share of new_individual the MAP@5 operating point is tuned for (default: "
         "the protocol's design, %(default).2f); a negative value: unweighted",
     )
     p.add_argument(
@@ -140,9 +211,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="train each (individual, flank) as its own class (needs --side-regex)",
     )
+    p.add_argument(
+        "--subset",
+        type=int,
+        default=0,
+        help="only this many individuals (seeded) of the catalogue: a quick smoke run",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few-minute end-to-end check: --subset 60 and a 2-epoch 128 px training "
+        "(overrides given after it still win)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides for the trained pipeline")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.per_sighting:
+        args.level = "both"
+    if args.smoke:
+        args.subset = args.subset or 60
+        args.overrides = [*SMOKE_OVERRIDES, *args.overrides]
+    if args.new_share is not None and args.new_share < 0:
+        args.new_share = None
+    return args
+
+
+SMOKE_OVERRIDES = ("train.epochs=2", "train.image_size=128", "crop.size=192")
 
 
 class Timer:
@@ -158,6 +252,24 @@ class Timer:
 
 
 # --- inputs shared by every method ----------------------------------------------------------
+
+
+def subset_catalogue(src: Path, out: Path, n: int, seed: int) -> Path:
+    """A folder of symbolic links to `n` seeded individuals' folders of `src` (a smoke run
+    on part of a catalogue; nothing is copied)."""
+    folders = sorted(
+        {p.parent.relative_to(src) for p in src.rglob("*") if p.is_file() and p.parent != src}
+    )
+    individuals = sorted({f.name for f in folders})
+    picked = set(np.random.default_rng(seed).permutation(individuals)[:n].tolist())
+    target = out / f"subset-{n}-seed{seed}"
+    for folder in folders:
+        if folder.name in picked:
+            link = target / folder
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to((src / folder).resolve(), target_is_directory=True)
+    return target
 
 
 def all_photos(protocols: dict[str, Protocol]) -> pd.DataFrame:
@@ -224,27 +336,6 @@ def crop_files(
     return files
 
 
-# --- methods ----------------------------------------------------------------------------------
-
-
-def untrained_features(
-    backbone: str, files: dict[str, str], size: int, workers: int, progress: bool
-) -> dict[str, np.ndarray]:
-    net = EmbeddingNet(ModelConfig(backbone=backbone)).eval()
-    images = list(files)
-    vectors = embed_paths(
-        net.pooled,
-        [files[i] for i in images],
-        eval_transform(size, net.mean_std),
-        batch_size=32,
-        flip_tta=False,
-        num_workers=min(workers, 1),
-        desc=f"embed {backbone}",
-        progress=progress,
-    )
-    return dict(zip(images, vectors, strict=True))
-
-
 def pipeline_config(
     protocol: Protocol, args: argparse.Namespace, out: Path, exclude: Sequence[str] = ()
 ) -> Config:
@@ -293,78 +384,290 @@ def trained_features(
     timer: Timer,
     progress: bool,
     exclude: Sequence[str] = (),
+    flip: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Train the package's pipeline on this protocol's gallery less `exclude`; embed
-    gallery (all of it) and queries."""
+    """Train the package's pipeline on this protocol's gallery less `exclude` (skipped
+    when trained); embed gallery (all of it) and queries, stored in the run folder and
+    reused while model, crops and settings are unchanged. `flip` overrides the config's
+    `embed.flip_tta` for this embedding only (same model; its own embedding folder)."""
     config = pipeline_config(protocol, args, out, exclude)
     competition, split = training_split(config, protocol, exclude, args.flank_classes)
     crops = pipeline.crop(config, competition, progress)
     with timer(f"train {protocol.name}"):
         best = pipeline.train(config, crops, split, progress)[0]
-    with timer(f"embed trained {protocol.name}"):
+    layout = RunLayout.of(config)
+    folder = layout.embeddings(0)
+    if flip is not None and flip != config.embed.flip_tta:
+        config.embed.flip_tta = flip
+        folder = layout.root / f"embeddings-flip-{flip}" / "fold0"
+    label = "" if flip is None else f" flip-{flip}"
+    with timer(f"embed trained{label} {protocol.name}"):
         model = load_trained(config, best, resolve_device(config.train.device))
-        embeddings = pipeline.embed(config, competition, crops, model, progress=progress)
+        embeddings = pipeline.embed(config, competition, crops, model, folder, progress)
+    train = np.asarray(embeddings.train, np.float32)
+    test = np.asarray(embeddings.test, np.float32)
     return {
-        **dict(zip(competition.train["image"], embeddings.train, strict=True)),
-        **dict(zip(competition.test["image"], embeddings.test, strict=True)),
+        **dict(zip(competition.train["image"], train, strict=True)),
+        **dict(zip(competition.test["image"], test, strict=True)),
     }
 
 
-# --- one protocol -----------------------------------------------------------------------------
+# --- methods' features -------------------------------------------------------------------------
+
+
+def untrained_features(
+    backbone: str, files: dict[str, str], size: int, workers: int, progress: bool, out: Path
+) -> dict[str, np.ndarray]:
+    """GeM-pooled ImageNet features of every crop, cached in OUT/cache (keyed by the
+    backbone, size and crop files), so a re-run reads them."""
+    images = list(files)
+    key = fingerprint(backbone, size, [file_identity(files[i]) for i in images])
+    cached = out / "cache" / f"imagenet_{backbone}_{size}_{key}.npz"
+    if cached.is_file():
+        with np.load(cached) as data:
+            return dict(zip(data["images"].tolist(), data["vectors"], strict=True))
+    net = EmbeddingNet(ModelConfig(backbone=backbone)).eval()
+    vectors = embed_paths(
+        net.pooled,
+        [files[i] for i in images],
+        eval_transform(size, net.mean_std),
+        batch_size=32,
+        flip_tta=False,
+        num_workers=min(workers, 1),
+        desc=f"embed {backbone}",
+        progress=progress,
+    )
+    with atomic_path(cached, suffix=".npz") as tmp:
+        np.savez(tmp, images=np.array(images), vectors=vectors)
+    return dict(zip(images, vectors, strict=True))
+
+
+# --- methods ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    """One table row: the matchers fused (by name), the global features whose cosine
+    shortlists the gallery, whether flanks are compared only with flanks, and the timer
+    entries (of the protocol, `{p}`) its inputs cost."""
+
+    name: str
+    matchers: tuple[str, ...]
+    priority: str
+    same_side: bool = True
+    inputs: tuple[str, ...] = ()
+
+
+def methods(args: argparse.Namespace) -> list[Method]:
+    base = f"imagenet_{BASELINES[0]}"
+    out = [
+        Method(f"imagenet_{b}", (f"imagenet_{b}",), f"imagenet_{b}", inputs=(f"imagenet {b}",))
+        for b in BASELINES
+    ]
+    out += [
+        Method("local", ("local",), base, inputs=(f"imagenet {BASELINES[0]}", "local extract")),
+        Method("trained", ("trained",), "trained", inputs=("train {p}", "embed trained {p}")),
+        Method(
+            "trained+local",
+            ("trained", "local"),
+            "trained",
+            inputs=("train {p}", "embed trained {p}", "local extract"),
+        ),
+    ]
+    if args.flank_variants:
+        out += [
+            Method(
+                "trained, flip TTA",
+                ("trained_flip",),
+                "trained_flip",
+                inputs=("train {p}", "embed trained flip-mean {p}"),
+            ),
+            Method(
+                "trained, all flanks",
+                ("trained",),
+                "trained",
+                same_side=False,
+                inputs=("train {p}", "embed trained {p}"),
+            ),
+            Method(
+                "trained+local, flip TTA",
+                ("trained_flip", "local"),
+                "trained_flip",
+                inputs=("train {p}", "embed trained flip-mean {p}", "local extract"),
+            ),
+        ]
+    if args.methods:
+        wanted = set(args.methods.split(","))
+        unknown = wanted - {m.name for m in out}
+        if unknown:
+            raise SystemExit(
+                f"--methods: unknown {sorted(unknown)}; known: {[m.name for m in out]}"
+            )
+        out = [m for m in out if m.name in wanted]
+    return out
+
+
+def priority_scores(
+    features: dict[str, np.ndarray], protocol: Protocol, cal: Calibration, same_side: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense (queries x gallery) and (calibration rows x gallery) cosines of the shortlist
+    features: -inf across flanks (with `same_side`) and on each pseudo-query's masked photos."""
+    g, q = protocol.gallery, protocol.queries
+    if same_side:
+        qs = query_scores(features, protocol)
+        allowed = side_mask(g["side"].iloc[cal.rows], g["side"]) & cal.mask
+    else:
+        qs = cosine(features, q["image"], g["image"])
+        allowed = cal.mask
+    cs = np.where(allowed, cosine(features, g["image"].iloc[cal.rows], g["image"]), -np.inf)
+    return qs, cs
+
+
+@dataclass
+class Scored:
+    """A method's fused scores of queries and calibration rows on one protocol."""
+
+    queries: FusedScores
+    calibration: FusedScores
+    fusion: CalibratedFusion
+
+
+def score_method(
+    method: Method,
+    protocol: Protocol,
+    cal: Calibration,
+    features: dict[str, dict[str, np.ndarray]],
+    matchers: dict[str, Matcher],
+    shortlist: int,
+) -> tuple[FusedScores, FusedScores, CalibratedFusion]:
+    """Stages 1-2: shortlists by the priority features, raw scores of every matcher."""
+    g, q = protocol.gallery, protocol.queries
+    qs, cs = priority_scores(features[method.priority], protocol, cal, method.same_side)
+    fusion = CalibratedFusion([matchers[m] for m in method.matchers])
+    rows = g["image"].iloc[cal.rows].tolist()
+    return (
+        fusion.score(q["image"].tolist(), g["image"].tolist(), Shortlist.top(qs, shortlist)),
+        fusion.score(rows, g["image"].tolist(), Shortlist.top(cs, shortlist)),
+        fusion,
+    )
+
+
+def calibrations_of(
+    fusion: CalibratedFusion,
+    cal_scores: FusedScores,
+    protocol: Protocol,
+    cal: Calibration,
+    keep: np.ndarray | None = None,
+) -> dict[str, IsotonicCalibration]:
+    """Each matcher's isotonic calibration on the calibration rows' shortlisted pairs
+    (those of them in `keep`)."""
+    ids = protocol.gallery["individual_id"].to_numpy()
+    rows = np.arange(len(cal.rows)) if keep is None else np.flatnonzero(keep)
+    scored = cal_scores.take(rows)
+    same = same_pairs(scored.shortlist, ids, [cal.truths[r] for r in rows])
+    source = (
+        "trained-on calibration rows (inflated)"
+        if trains_on_calibration(protocol)
+        else "held-out calibration rows"
+    )
+    return fusion.fit(scored, same, source).calibrations
+
+
+def open_figures(
+    ranking: Ranking, truths: list[str], points: OperatingPoints
+) -> dict[str, dict[str, float]]:
+    """Open-set figures at each operating point, and with every query called new."""
+    out = {
+        point: open_scores(ranking, truths, points.threshold(point)) for point in ("map5", "gmean")
+    }
+    out["all_new"] = open_scores(ranking, truths, float("inf"))
+    return out
+
+
+def evaluate_method(
+    method: Method,
+    protocol: Protocol,
+    cal: Calibration,
+    scored: tuple[FusedScores, FusedScores, CalibratedFusion],
+    calibrations: dict[str, IsotonicCalibration],
+    args: argparse.Namespace,
+) -> dict[str, dict]:
+    """Stages 3-4: calibrate, fuse, rank; closed-set figures, or open-set figures at both
+    operating points (chosen on the calibration rows). One entry per level."""
+    g, q = protocol.gallery, protocol.queries
+    ids = g["individual_id"].to_numpy()
+    q_raw, c_raw, fusion = scored
+    fitted = CalibratedFusion(fusion.matchers, calibrations, fusion.weights)
+    q_fused, c_fused = fitted.calibrate(q_raw), fitted.calibrate(c_raw)
+    weights = None if args.new_share is None else share_weights(cal.truths, args.new_share)
+    levels: dict[str, tuple[Ranking, Ranking, list[str], np.ndarray | None]] = {}
+    if args.level in ("photo", "both"):
+        levels["photo"] = (
+            rank_shortlist(q_fused.shortlist, q_fused.fused, ids),
+            rank_shortlist(c_fused.shortlist, c_fused.fused, ids),
+            cal.truths,
+            weights,
+        )
+    if args.level in ("sighting", "both") and one_individual_per_sighting(pd.concat([g, q])):
+        pq, individuals = pool_by_sighting(q_fused.dense(len(g)), ids, q["group"].to_numpy())
+        pc, _, pooled = pool_calibration(c_fused.dense(len(g)), ids, cal, g["group"].to_numpy())
+        levels["sighting"] = (
+            rank(pq, individuals),
+            rank(pc, individuals),
+            pooled.truths,
+            weights,
+        )
+    out: dict[str, dict] = {}
+    for level, (q_rank, c_rank, c_truths, w) in levels.items():
+        if protocol.name == "closed":
+            out[level] = closed_scores(q_rank, protocol.truths)
+            continue
+        points = choose_operating_points(c_rank, c_truths, w)
+        out[level] = {
+            **open_figures(q_rank, protocol.truths, points),
+            "calibration": {p: points.at(p) for p in ("map5", "gmean")},
+        }
+    out["calibrations"] = {n: c.to_json() for n, c in calibrations.items()}  # type: ignore[assignment]
+    return out
 
 
 def evaluate_protocol(
     protocol: Protocol,
     cal: Calibration,
-    global_features: dict[str, dict[str, np.ndarray]],
-    pairs: PairCache,
+    features: dict[str, dict[str, np.ndarray]],
+    matchers: dict[str, Matcher],
     args: argparse.Namespace,
     timer: Timer,
-    given_weight: float | None = None,
+    given: dict[str, dict[str, IsotonicCalibration]] | None = None,
     closed_queries: Collection[str] = (),
-) -> tuple[dict[str, dict[str, float]], dict[str, float | str]]:
-    """Every method's figures on one protocol. `cal` tunes the open threshold and must be
-    the one the open model was kept off in training; fusion arguments: `fusion_weights`."""
-    g, q = protocol.gallery, protocol.queries
-    ids = g["individual_id"].to_numpy()
-    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        name: (query_scores(features, protocol), calibration_scores(features, protocol, cal))
-        for name, features in global_features.items()
-    }
-    extra: dict[str, float | str] = {}
-    base = f"imagenet_{BASELINES[0]}"
-    with timer(f"sift match {protocol.name}"):
-        counts = [
-            pairs.matrix(rows, g["image"], shortlist(s, args.shortlist))
-            for rows, s in (
-                (q["image"], scores[base][0]),
-                (g["image"].iloc[cal.rows], scores[base][1]),
-            )
-        ]
-    scores["sift"] = tuple(np.where(c >= 0, c, -np.inf) for c in counts)
-    if "trained" in scores:
-        with timer(f"fusion match {protocol.name}"):
-            tq, tc = scores["trained"]
-            fq = pairs.matrix(q["image"], g["image"], shortlist(tq, args.shortlist))
-            fc = pairs.matrix(g["image"].iloc[cal.rows], g["image"], shortlist(tc, args.shortlist))
-        extra.update(
-            fusion_weights(
-                tc, fc, ids, cal, g["image"].iloc[cal.rows], protocol, given_weight, closed_queries
-            )
+) -> tuple[dict[str, dict], dict[str, dict[str, IsotonicCalibration]]]:
+    """Every method's figures on one protocol, and (with `closed_queries`, open protocol)
+    each method's calibrations for the closed protocol: fitted on the calibration rows
+    whose photos are not closed queries, so no closed query's label touches them.
+    `given` (closed protocol): those calibrations, used instead of its own inflated ones."""
+    results: dict[str, dict] = {}
+    for_closed: dict[str, dict[str, IsotonicCalibration]] = {}
+    rows = protocol.gallery["image"].iloc[cal.rows]
+    for method in methods(args):
+        if any(m not in matchers for m in method.matchers) or method.priority not in features:
+            continue
+        with timer(f"{method.name} {protocol.name}"):
+            scored = score_method(method, protocol, cal, features, matchers, args.shortlist)
+            own = calibrations_of(scored[2], scored[1], protocol, cal)
+            use, source = own, "own calibration rows"
+            if given is not None and method.name in given:
+                use, source = given[method.name], "open run's held-out calibration rows"
+            results[method.name] = evaluate_method(method, protocol, cal, scored, use, args)
+            results[method.name]["calibration_source"] = source
+            if closed_queries:
+                keep = ~rows.isin(set(closed_queries)).to_numpy()
+                for_closed[method.name] = calibrations_of(scored[2], scored[1], protocol, cal, keep)
+        inputs = [k.format(p=protocol.name) for k in method.inputs]
+        results[method.name]["seconds"] = round(
+            sum(timer.seconds.get(k, 0.0) for k in [*inputs, f"{method.name} {protocol.name}"]),
+            1,
         )
-        weight = float(extra["fusion_weight"])
-        scores["trained+sift"] = (fuse(tq, fq, weight), fuse(tc, fc, weight))
-    results: dict[str, dict[str, float]] = {}
-    for name, (sq, sc) in scores.items():
-        results[name] = protocol_scores(protocol, rank(sq, ids), sc, ids, cal, args.new_share)
-    if args.per_sighting and one_individual_per_sighting(pd.concat([g, q])):
-        for name, (sq, sc) in scores.items():
-            pq, individuals = pool_by_sighting(sq, ids, q["group"].to_numpy())
-            pc, _, pooled_cal = pool_calibration(sc, ids, cal, g["group"].to_numpy())
-            results[f"{name} [sighting]"] = protocol_scores(
-                protocol, rank(pq, individuals), pc, individuals, pooled_cal, args.new_share
-            )
-    return results, extra
+    return results, for_closed
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -398,41 +701,69 @@ def write_matches(
     return match_gallery(rows, out / f"matches_{protocol.name}.png")
 
 
+def _label(method: str, level: str) -> str:
+    return method if level == "photo" else f"{method} [sighting]"
+
+
+def rows_of(results: dict, protocol: str) -> list[tuple[str, dict, float]]:
+    """(table label, figures, seconds) per method and level of one protocol."""
+    out = []
+    for method, entry in results.get(protocol, {}).items():
+        for level in ("photo", "sighting"):
+            if level in entry:
+                out.append((_label(method, level), entry[level], entry.get("seconds", 0.0)))
+    return out
+
+
 def markdown(results: dict, seconds: dict[str, float], command: str, info: dict) -> str:
     lines = [
         f"Command: `{command}`",
         "",
         f"Data: {info['data']}: {info['photos']} photos, {info['individuals']} individuals;"
-        f" crop: {info['crop']}; SIFT shortlist: top {info['shortlist']} gallery photos.",
+        f" crop: {info['crop']}; shortlist: top {info['shortlist']} gallery photos per query;"
+        f" local: {info['local']}.",
+        "",
+        "Each method is the mean of its matchers' isotonic-calibrated P(same individual) "
+        "(one matcher: its own calibration). Seconds: the method's inputs (training, "
+        "embedding, keypoint extraction) and its matching and calibration in this run; "
+        "work cached by an earlier run counts 0.",
         "",
     ]
     if "closed" in results:
-        c = results["closed"]
         lines += [
             f"Closed set ({info['closed_queries']} queries, {info['closed_gallery']} "
             "gallery photos):",
             "",
-            "| method | top-1 | MAP@5 |",
-            "|---|---|---|",
+            "| method | top-1 | MAP@5 | seconds |",
+            "|---|---|---|---|",
         ]
-        lines += [f"| {m} | {v['top1']:.3f} | {v['map5']:.3f} |" for m, v in c.items()]
+        lines += [
+            f"| {m} | {v['top1']:.3f} | {v['map5']:.3f} | {s:.0f} |"
+            for m, v, s in rows_of(results, "closed")
+        ]
         lines.append("")
     if "open" in results:
-        o = results["open"]
         lines += [
             f"Open set ({info['open_queries']} queries, {info['open_new']} of them "
-            f"new individuals; {info['open_gallery']} gallery photos):",
+            f"new individuals; {info['open_gallery']} gallery photos). Two operating points, "
+            "each chosen on gallery pseudo-queries only: MAP@5-optimal and "
+            "sqrt(BAKS*BAUS)-optimal; `all new`: MAP@5 when every query is called new first.",
             "",
-            "| method | MAP@5 | BAKS | BAUS | sqrt(BAKS*BAUS) |",
-            "|---|---|---|---|---|",
+            "| method | point | P(same) threshold | MAP@5 | BAKS | BAUS | gmean | all new MAP@5 "
+            "| seconds |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        lines += [
-            f"| {m} | {v['map5']:.3f} | {v['baks']:.3f} | {v['baus']:.3f} | {v['gmean']:.3f} |"
-            for m, v in o.items()
-        ]
+        for m, v, s in rows_of(results, "open"):
+            for point in ("map5", "gmean"):
+                f = v[point]
+                lines.append(
+                    f"| {m} | {point} | {f['threshold']:.3f} | {f['map5']:.3f} | "
+                    f"{f['baks']:.3f} | {f['baus']:.3f} | {f['gmean']:.3f} | "
+                    f"{v['all_new']['map5']:.3f} | {s:.0f} |"
+                )
         lines.append("")
     lines += [
-        "Time per step (s, CPU shared with other jobs, so noisy):",
+        "Time per step (s, this run; cached work is not redone):",
         "",
         "| step | seconds |",
         "|---|---|",
@@ -441,10 +772,41 @@ def markdown(results: dict, seconds: dict[str, float], command: str, info: dict)
     return "\n".join(lines) + "\n"
 
 
+def figures_of(results: dict) -> dict:
+    """The headline figures (the JSON line): closed top-1 / MAP@5, open figures at the
+    gmean- and MAP@5-optimal points, per method and level."""
+    out: dict[str, dict] = {"closed": {}, "open": {}}
+    for label, v, s in rows_of(results, "closed"):
+        out["closed"][label] = {"top1": round(v["top1"], 4), "map5": round(v["map5"], 4), "s": s}
+    for label, v, s in rows_of(results, "open"):
+        g, m = v["gmean"], v["map5"]
+        out["open"][label] = {
+            "map5": round(m["map5"], 4),
+            "baks": round(g["baks"], 4),
+            "baus": round(g["baus"], 4),
+            "gmean": round(g["gmean"], 4),
+            "map5_at_gmean": round(g["map5"], 4),
+            "gmean_at_map5": round(m["gmean"], 4),
+            "all_new_map5": round(v["all_new"]["map5"], 4),
+            "s": s,
+        }
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return None if not np.isfinite(value) else round(float(value), 6)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.new_share is not None and args.new_share < 0:
-        args.new_share = None
     progress = not args.no_progress
     out = Path(args.out)
     torch.manual_seed(args.seed)
@@ -452,9 +814,17 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     timer = Timer()
     wanted = [p for p in args.protocols.split(",") if p]
+    data = Path(args.data)
+    if args.subset:
+        data = subset_catalogue(data, out, args.subset, args.seed)
     with timer("import"):
         protocols = import_protocols(
-            args.data, out / "data", args.group, args.seed, args.side_regex or None
+            data,
+            out / "data",
+            args.group,
+            args.seed,
+            args.side_regex or None,
+            follow_links=bool(args.subset),
         )
         protocols = {k: v for k, v in protocols.items() if k in wanted}
     photos = all_photos(protocols)
@@ -465,61 +835,75 @@ def main(argv: list[str] | None = None) -> dict:
     config = load_config(args.config, args.overrides)
     size = args.embed_size or config.train.image_size
     files = crop_files(photos, boxes, out)
-    global_by_protocol: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     shared: dict[str, dict[str, np.ndarray]] = {}
+    chosen = methods(args)
+    needed = {m for method in chosen for m in (*method.matchers, method.priority)}
     for backbone in BASELINES:
-        with timer(f"imagenet {backbone}"):
-            shared[f"imagenet_{backbone}"] = untrained_features(
-                backbone, files, size, args.workers, progress
+        if f"imagenet_{backbone}" in needed:
+            with timer(f"imagenet {backbone}"):
+                shared[f"imagenet_{backbone}"] = untrained_features(
+                    backbone, files, size, args.workers, progress, out
+                )
+    local = LocalConfig(features=args.local_features, mask=args.local_mask)
+    pairs = None
+    if "local" in needed:
+        with timer("local extract"):
+            feats = extract_paths(
+                photos["path"].tolist(),
+                [box_of(boxes, i) for i in photos["image"]],
+                local,
+                out / "cache" / "sift",
+                args.workers,
+                progress,
             )
-    with timer("sift extract"):
-        local = LocalConfig()
-        paths = photos["path"].tolist()
-        feats = extract_paths(
-            paths,
-            [box_of(boxes, i) for i in photos["image"]],
+        pairs = PairCache(
+            dict(zip(photos["image"], feats, strict=True)),
             local,
-            out / "cache" / "sift",
             args.workers,
             progress,
+            out / "cache" / f"pairs_{args.crop}_{fingerprint(asdict(local))}.csv",
         )
-        sift = dict(zip(photos["image"], feats, strict=True))
-    pairs = PairCache(
-        sift,
-        local,
-        args.workers,
-        progress,
-        out / "cache" / f"pairs_{args.crop}_{fingerprint(asdict(local))}.csv",
-    )
     results: dict[str, dict] = {}
-    extra: dict[str, dict] = {}
-    # Open first: the closed protocol takes its fusion weight from the open run's held-out
-    # calibration rows (see fusion_weights).
+    for_closed: dict[str, dict[str, IsotonicCalibration]] | None = None
+    # Open first: the closed protocol takes its calibrations from the open run's held-out
+    # calibration rows that are not closed queries.
     for name in sorted(protocols, key=lambda n: n != "open"):
         protocol = protocols[name]
-        cal = calibration(protocol.gallery, args.calibration, args.seed)
-        trained = trained_features(
-            protocol, args, out, timer, progress, training_exclusion(protocol, cal)
-        )
-        global_by_protocol[name] = {**shared, "trained": trained}
-        given = extra.get("open", {}).get("fusion_weight_for_closed") if name == "closed" else None
+        cal = calibration(protocol.gallery, args.calibration, args.seed, args.calibration_new)
+        features = dict(shared)
+        exclude = training_exclusion(protocol, cal)
+        if "trained" in needed or "trained_flip" in needed:
+            features["trained"] = trained_features(protocol, args, out, timer, progress, exclude)
+        if "trained_flip" in needed:
+            features["trained_flip"] = trained_features(
+                protocol, args, out, timer, progress, exclude, flip="mean"
+            )
+        matchers: dict[str, Matcher] = {n: CosineMatcher(f, n) for n, f in features.items()}
+        if pairs is not None:
+            matchers["local"] = LocalMatcher(pairs, args.local_normalise)
         closed_queries = (
             set(protocols["closed"].queries["image"])
             if name == "open" and "closed" in protocols
             else set()
         )
-        results[name], extra[name] = evaluate_protocol(
-            protocol, cal, global_by_protocol[name], pairs, args, timer, given, closed_queries
+        given = for_closed if name == "closed" else None
+        results[name], made = evaluate_protocol(
+            protocol, cal, features, matchers, args, timer, given, closed_queries
         )
-        print(
-            f"{write_matches(protocol, trained, files, out, args.seed)}: trained model's "
-            "top matches (green: right individual)",
-            flush=True,
-        )
-        for method, figures in results[name].items():
+        if name == "open":
+            for_closed = made
+        if "trained" in features:
             print(
-                f"{name:6s} {method:40s} "
-                + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if isinstance(v, float)),
+                f"{write_matches(protocol, features['trained'], files, out, args.seed)}: "
+                "trained model's top matches (green: right individual)",
+                flush=True,
+            )
+        for label, figures, s in rows_of(results, name):
+            shown = figures if name == "closed" else figures["gmean"]
+            print(
+                f"{name:6s} {label:36s} "
+                + "  ".join(f"{k} {v:.3f}" for k, v in shown.items() if isinstance(v, float))
+                + f"  ({s:.0f} s)",
                 flush=True,
             )
     command = "python benchmarks/bench_quality.py " + shlex.join(
@@ -527,34 +911,28 @@ def main(argv: list[str] | None = None) -> dict:
     )
     info = {
         "data": args.data,
+        "subset": args.subset,
+        "group": args.group,
         "photos": len(photos),
         "individuals": photos["individual_id"].nunique(),
         "crop": args.crop,
         "shortlist": args.shortlist,
+        "local": f"mask {local.mask}, {local.features} keypoints, normalise {args.local_normalise}",
+        "calibration": args.calibration,
+        "calibration_new": args.calibration_new,
+        "new_share": args.new_share,
     }
     for name, p in protocols.items():
         info[f"{name}_queries"], info[f"{name}_gallery"] = len(p.queries), len(p.gallery)
-        info[f"{name}_new"] = int((p.queries["truth"] == "new_individual").sum())
+        info[f"{name}_new"] = int((p.queries["truth"] == NEW_INDIVIDUAL).sum())
     seconds = {k: round(v, 1) for k, v in timer.seconds.items()}
     write_text(out / "results.md", markdown(results, seconds, command, info))
-    figures = {
-        "closed": {
-            m: {"top1": round(v["top1"], 4), "map5": round(v["map5"], 4)}
-            for m, v in results.get("closed", {}).items()
-        },
-        "open": {
-            m: {
-                "map5": round(v["map5"], 4),
-                "baks": round(v["baks"], 4),
-                "baus": round(v["baus"], 4),
-                "gmean": round(v["gmean"], 4),
-            }
-            for m, v in results.get("open", {}).items()
-        },
-    }
+    figures = figures_of(results)
     write_text(
         out / "results.json",
-        json.dumps({**figures, "seconds": seconds, "info": info, "extra": extra}, indent=2),
+        json.dumps(
+            _jsonable({**figures, "seconds": seconds, "info": info, "details": results}), indent=2
+        ),
     )
     print(json.dumps(figures))
     return figures

@@ -39,16 +39,18 @@ def test_bench_quality_runs_end_to_end(
             "--out",
             str(out),
             "--calibration",
-            "8",
+            "6",
+            "--calibration-new",
+            "1",
             "--shortlist",
-            "4",
+            "6",
             "--workers",
             "1",
             "--no-progress",
-            "--per-sighting",
+            "--flank-variants",
             "train.epochs=1",
             "train.image_size=64",
-            "train.batch_size=8",
+            "train.batch_size=4",
             "train.num_workers=0",
             "crop.size=96",
         ]
@@ -58,22 +60,66 @@ def test_bench_quality_runs_end_to_end(
     methods = {
         "imagenet_mobilenetv2_100",
         "imagenet_efficientnet_lite0",
-        "sift",
+        "local",
         "trained",
-        "trained+sift",
+        "trained+local",
+        "trained, flip TTA",
+        "trained, all flanks",
+        "trained+local, flip TTA",
     }
-    methods |= {f"{m} [sighting]" for m in methods}
+    methods |= {f"{m} [sighting]" for m in methods}  # --level both is the default
     assert set(figures["closed"]) == methods and set(figures["open"]) == methods
     for scores in figures["closed"].values():
         assert 0.0 <= scores["top1"] <= scores["map5"] + 1e-9 <= 1.0 + 1e-9
+        assert scores["s"] >= 0
     for scores in figures["open"].values():
-        assert 0.0 <= scores["baus"] <= 1.0
+        assert 0.0 <= scores["baus"] <= 1.0 and 0.0 <= scores["all_new_map5"] <= 1.0
     table = (out / "results.md").read_text()
-    assert "| trained+sift |" in table and "Command:" in table
+    assert "| trained+local |" in table and "Command:" in table and "| gmean |" in table
     assert (out / "data" / "closed" / "boxes.csv").is_file()
     for protocol in ("closed", "open"):
         assert (out / f"matches_{protocol}.png").stat().st_size > 0
-    _check_training_splits(out, 8)
+    details = json.loads((out / "results.json").read_text())["details"]
+    fused = details["open"]["trained+local"]
+    assert set(fused["calibrations"]) == {"trained", "local"}
+    assert fused["calibrations"]["trained"]["method"] == "isotonic"
+    assert set(fused["photo"]["calibration"]) == {"map5", "gmean"}
+    assert details["closed"]["trained+local"]["calibration_source"] == (
+        "open run's held-out calibration rows"
+    )
+    assert details["open"]["trained"]["calibration_source"] == "own calibration rows"
+    _check_training_splits(out, 6, 1)
+    # a re-run reuses every model, feature and pair: nothing trains or matches again
+    again = bench_quality.main(
+        [
+            "--data",
+            str(catalogue),
+            "--out",
+            str(out),
+            "--calibration",
+            "6",
+            "--calibration-new",
+            "1",
+            "--shortlist",
+            "6",
+            "--workers",
+            "1",
+            "--no-progress",
+            "--level",
+            "photo",
+            "--methods",
+            "trained,trained+local",
+            "train.epochs=1",
+            "train.image_size=64",
+            "train.batch_size=4",
+            "train.num_workers=0",
+            "crop.size=96",
+        ]
+    )
+    assert set(again["closed"]) == {"trained", "trained+local"}
+    assert again["closed"]["trained+local"]["top1"] == figures["closed"]["trained+local"]["top1"]
+    seconds = json.loads((out / "results.json").read_text())["seconds"]
+    assert seconds["train closed"] < 5 and seconds["train open"] < 5
 
 
 def _split_images(out: Path, protocol: str) -> set[str]:
@@ -81,18 +127,14 @@ def _split_images(out: Path, protocol: str) -> set[str]:
     return set(pd.read_csv(run / "split.csv", dtype=str)["image"])
 
 
-def _check_training_splits(out: Path, n_calibration: int) -> None:
-    """The run's trained splits: open less its calibration sightings, closed whole; the
-    closed fusion weight comes from the open run's held-out rows."""
+def _check_training_splits(out: Path, n_calibration: int, min_new: int) -> None:
+    """The run's trained splits: open less its calibration photos, closed whole."""
     protocols = {n: load_protocol(out / "data" / n, n) for n in ("closed", "open")}
     open_gallery = protocols["open"].gallery
-    held_out = set(calibration_images(open_gallery, calibration(open_gallery, n_calibration)))
+    cal = calibration(open_gallery, n_calibration, 0, min_new)
+    held_out = set(calibration_images(open_gallery, cal))
     assert held_out and _split_images(out, "open") == set(open_gallery["image"]) - held_out
     assert _split_images(out, "closed") == set(protocols["closed"].gallery["image"])
-    extra = json.loads((out / "results.json").read_text())["extra"]
-    assert extra["open"]["fusion_weight_source"] == "held-out calibration"
-    assert extra["closed"]["fusion_weight_source"] == "open run"
-    assert extra["closed"]["fusion_weight"] == extra["open"]["fusion_weight_for_closed"]
 
 
 def _args(**kw: object) -> argparse.Namespace:

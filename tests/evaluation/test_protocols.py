@@ -104,6 +104,37 @@ def test_calibration_images_are_whole_sightings_of_the_pseudo_queries() -> None:
     assert calibration_images(gallery, cal) == ["p0", "p1", "p4"]
 
 
+def test_calibration_tops_up_new_pseudo_queries_with_individuals_held_out_whole() -> None:
+    """Without sighting ids (a photo per group) every individual with two photos looks
+    known; `min_new` holds further individuals out whole so that enough play new, and a
+    model tuned on the calibration must then not train on any of their photos."""
+    ids = [i for i in "abcdefgh" for _ in range(3)]
+    gallery = pd.DataFrame(
+        {
+            "image": [f"p{k}" for k in range(len(ids))],
+            "individual_id": ids,
+            "group": [str(k) for k in range(len(ids))],  # GROUP= empty: each photo alone
+        }
+    )
+    plain = calibration(gallery, n=4, seed=0)
+    assert NEW_INDIVIDUAL not in plain.truths  # nothing would play new
+    cal = calibration(gallery, n=4, seed=0, min_new=3, per_new=2)
+    assert cal.rows[: len(plain.rows)].tolist() == plain.rows.tolist()  # same sample first
+    new_rows = [r for r, t in zip(cal.rows, cal.truths, strict=True) if t == NEW_INDIVIDUAL]
+    held = {ids[r] for r in new_rows}
+    assert len(held) == 3 and len(new_rows) == 6
+    assert not held & {ids[r] for r in plain.rows}  # none of the known rows' individuals
+    for k, r in enumerate(cal.rows):
+        if cal.truths[k] == NEW_INDIVIDUAL:  # its whole individual is hidden from it
+            assert not cal.mask[k][np.array(ids) == ids[r]].any()
+        else:  # only its own photo (its sighting)
+            assert (~cal.mask[k]).sum() == 1
+    excluded = set(calibration_images(gallery, cal))
+    assert {f"p{k}" for k, i in enumerate(ids) if i in held} <= excluded
+    # enough single-sighting individuals already: nothing is held out on top
+    assert calibration(gallery, n=4, seed=0, min_new=0).rows.tolist() == plain.rows.tolist()
+
+
 def test_tune_finds_a_threshold_separating_new_from_known() -> None:
     gallery = pd.DataFrame(
         {"individual_id": ["a", "a", "b", "b", "c"], "group": ["1", "2", "3", "4", "5"]}

@@ -139,3 +139,74 @@ def test_species_without_held_out_queries_keeps_the_global_threshold():
     config = RetrievalConfig(per_species=True, species_min_queries=5)
     chosen = choose_threshold(config, ranking, truths, ranking, {"w1": "whale", "d1": "dolphin"})
     assert set(chosen.per_species) == {"whale"}
+
+
+# --- operating points -------------------------------------------------------------------------
+
+
+def _open_case(seed: int, n_known: int = 60, n_new: int = 60):
+    """Known queries whose best candidate is right with a high-ish probability, new ones
+    with lower best probabilities; overlapping, so no threshold is perfect."""
+    rng = np.random.default_rng(seed)
+    labels, scores, truths = [], [], []
+    for k in range(n_known):
+        truth = f"k{k % 20}"
+        right = rng.random() < 0.7
+        top = rng.uniform(0.4, 1.0) if right else rng.uniform(0.2, 0.7)
+        labels.append([truth if right else "x", "y", truth if not right else "z"])
+        scores.append([top, top - 0.1, top - 0.2])
+        truths.append(truth)
+    for _k in range(n_new):
+        top = rng.uniform(0.0, 0.6)
+        labels.append(["x", "y", "z"])
+        scores.append([top, top - 0.1, top - 0.2])
+        truths.append(NEW)
+    return Ranking.from_lists(labels, scores), truths
+
+
+def test_balanced_curve_matches_the_metrics_on_predict_top1() -> None:
+    from wildid.evaluation.metrics import baks, baus
+    from wildid.infer.openset import balanced_curve
+
+    ranking, truths = _open_case(0)
+    grid = [0.0, 0.3, 0.5, 0.7, 1.1]
+    known, unknown = balanced_curve(ranking, truths, grid)
+    for t, k, u in zip(grid, known, unknown, strict=True):
+        top1 = [row[0] for row in predict(ranking, t)]
+        assert k == pytest.approx(baks(top1, truths)) and u == pytest.approx(baus(top1, truths))
+    assert unknown[0] == 0.0 and unknown[-1] == 1.0 and known[-1] == 0.0
+
+
+def test_operating_points_are_chosen_on_calibration_queries_only() -> None:
+    """The points come from the calibration ranking and truths alone: the queries they are
+    applied to (here a fresh draw) cannot move them, yet they do well there."""
+    from wildid.evaluation.metrics import baks, baus
+    from wildid.infer.openset import choose_operating_points
+
+    cal_ranking, cal_truths = _open_case(1)
+    points = choose_operating_points(cal_ranking, cal_truths)
+    again = choose_operating_points(cal_ranking, cal_truths)
+    assert (points.map5, points.gmean) == (again.map5, again.gmean)
+    assert 0.0 < points.gmean < 1.0  # neither "all new" nor "none new"
+    q_ranking, q_truths = _open_case(2)
+    top1 = [row[0] for row in predict(q_ranking, points.gmean)]
+    gmean = np.sqrt(baks(top1, q_truths) * baus(top1, q_truths))
+    for extreme in (-1.0, 2.0):  # calling nothing / everything new
+        top1_x = [row[0] for row in predict(q_ranking, extreme)]
+        assert gmean > np.sqrt(baks(top1_x, q_truths) * baus(top1_x, q_truths))
+    best = points.at("gmean")
+    assert best["gmean"] == max(row["gmean"] for row in points.curve)
+    # weighting calibration queries towards new ones moves the MAP@5 point, not the gmean
+    is_new = np.array([t == NEW for t in cal_truths])
+    heavy = choose_operating_points(cal_ranking, cal_truths, np.where(is_new, 5.0, 1.0))
+    assert heavy.gmean == points.gmean and heavy.map5 >= points.map5
+    with pytest.raises(ValueError, match="operating point"):
+        points.threshold("other")
+
+
+def test_without_new_calibration_queries_the_gmean_point_falls_back() -> None:
+    from wildid.infer.openset import choose_operating_points
+
+    ranking = Ranking.from_lists([["a", "b"], ["b", "a"]], [[0.9, 0.1], [0.8, 0.2]])
+    points = choose_operating_points(ranking, ["a", "b"])
+    assert points.gmean == points.map5

@@ -1,4 +1,5 @@
-"""Tests for global + local fusion: shortlist, pair cache, fused score and the weight choice."""
+"""Tests for calibrated fusion (WildFusion): shortlist, pair cache, local normalisation,
+calibration of each matcher and the fused ranking."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wildid.data.competition import NEW_INDIVIDUAL
-from wildid.evaluation.protocols import Calibration, Protocol
 from wildid.matching import fusion
+from wildid.matching.base import CosineMatcher, Matcher, PrecomputedMatcher, Shortlist
+from wildid.matching.calibration import CalibrationError
 from wildid.matching.fusion import (
+    CalibratedFusion,
+    LocalMatcher,
     PairCache,
-    choose_weight,
-    fuse,
-    fusion_weights,
+    normalise_counts,
+    rank_shortlist,
+    same_pairs,
     shortlist,
 )
 from wildid.matching.local import LocalConfig
@@ -30,70 +33,151 @@ def test_shortlist_keeps_the_top_finite_columns_best_first() -> None:
     assert rows[0].tolist() == [1, 3, 2]  # tie at 0.9: the lower column first
     assert rows[1].tolist() == [1]  # pairs not compared (-inf) are never matched
     assert [r.tolist() for r in shortlist(scores, 0)] == [[], []]
+    top = Shortlist.top(scores, 3)
+    assert top.columns.tolist() == [[1, 3, 2], [1, -1, -1]]
+    gathered = top.gather(scores)
+    assert (
+        gathered[0].tolist() == pytest.approx([0.9, 0.9, 0.5]) and np.isnan(gathered[1, 1:]).all()
+    )
+    dense = top.dense(gathered, 4)
+    assert dense[0].tolist() == pytest.approx([-np.inf, 0.9, 0.5, 0.9])
+    assert np.isneginf(dense[1, [0, 2, 3]]).all()
 
 
-def test_fuse_adds_weighted_log_inliers_and_leaves_unmatched_pairs_alone() -> None:
-    cos = np.array([[0.5, 0.5, -np.inf]], dtype=np.float32)
-    counts = np.array([[-1, 9, -1]], dtype=np.float32)
-    fused = fuse(cos, counts, 0.1)
-    assert fused[0, 0] == pytest.approx(0.5)  # off the shortlist: cosine alone
-    assert fused[0, 1] == pytest.approx(0.5 + 0.1 * np.log(10))
-    assert np.isneginf(fused[0, 2])
-    assert fuse(cos, counts, 0.0)[0, 1] == pytest.approx(0.5)
+def test_cosine_and_precomputed_matchers_score_the_shortlisted_pairs() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(5, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    names = [f"i{k}" for k in range(5)]
+    features = dict(zip(names, vectors, strict=True))
+    rows, gallery = names[:2], names[2:]
+    full = vectors[:2] @ vectors[2:].T
+    listed = Shortlist(np.array([[2, 0], [1, -1]]))
+    cos = CosineMatcher(features)(rows, gallery, listed)
+    assert cos[0].tolist() == pytest.approx([full[0, 2], full[0, 0]], abs=1e-6)
+    assert cos[1, 0] == pytest.approx(full[1, 1], abs=1e-6) and np.isnan(cos[1, 1])
+    pre = PrecomputedMatcher(full, rows, gallery)(rows, gallery, listed)
+    assert np.allclose(pre, cos, equal_nan=True, atol=1e-6)
 
 
-def _toy() -> tuple[np.ndarray, np.ndarray, np.ndarray, Calibration]:
-    """Row 0 (truth a) needs w > 0.1 / log 51 = 0.025 to lift a over b; row 1 (truth c)
-    loses c to d once w > 0.3 / log 51 = 0.076. Of the grid, only 0.05 gets both right."""
-    ids = np.array(["a", "b", "c", "d"])
-    cos = np.array([[0.8, 0.9, 0.0, 0.0], [0.0, 0.0, 0.9, 0.6]], dtype=np.float32)
-    counts = np.array([[50, 0, 0, 0], [0, 0, 0, 50]], dtype=np.float32)
-    cal = Calibration(np.array([0, 1]), ["a", "c"], np.ones((2, 4), dtype=bool))
-    return cos, counts, ids, cal
+def test_local_scores_are_normalised_by_the_querys_chance_level() -> None:
+    counts = np.array([[40.0, 10.0, 10.0, 10.0], [40.0, 0.0, 0.0, np.nan]])
+    out = normalise_counts(counts, "query")
+    # the same 40 inliers stand out more for a query whose other pairs find none
+    assert out[0, 0] == pytest.approx(40 / 11) and out[1, 0] == pytest.approx(40 / 1)
+    assert np.isnan(out[1, 3])
+    assert normalise_counts(counts, "none")[0].tolist() == [40.0, 10.0, 10.0, 10.0]
+    # within a query the order never changes
+    assert (np.argsort(-out[0]) == np.argsort(-counts[0])).all()
 
 
-def test_choose_weight_picks_the_weight_with_the_best_held_out_map5() -> None:
-    cos, counts, ids, cal = _toy()
-    assert choose_weight(cos, counts, ids, cal) == 0.05
-    # with row 1 alone (row 0 left out), fusion only hurts: no fusion; with row 0 alone,
-    # every weight above 0.025 is as good and the smallest of them wins the tie
-    assert choose_weight(cos, counts, ids, cal, keep=np.array([False, True])) == 0.0
-    assert choose_weight(cos, counts, ids, cal, keep=np.array([True, False])) == 0.05
-    assert choose_weight(cos, counts, ids, cal, weights=(0.3, 0.2)) == 0.2  # tie: smaller
+def test_same_pairs_marks_the_rows_individual_on_its_shortlist() -> None:
+    listed = Shortlist(np.array([[0, 1, 2], [2, -1, -1]]))
+    same = same_pairs(listed, np.array(["a", "b", "a"]), ["a", "new_individual"])
+    assert same.tolist() == [[True, False, True], [False, False, False]]
 
 
-def test_choose_weight_ignores_new_rows_and_masked_pairs() -> None:
-    cos, counts, ids, cal = _toy()
-    new = Calibration(cal.rows, ["a", NEW_INDIVIDUAL], cal.mask)
-    assert choose_weight(cos, counts, ids, new) == 0.05  # row 1 no longer votes
-    none = Calibration(cal.rows, [NEW_INDIVIDUAL, NEW_INDIVIDUAL], cal.mask)
-    assert choose_weight(cos, counts, ids, none) == 0.0
-    # row 0's own sighting is b: masked, b cannot beat a and fusion is not needed there
-    own = Calibration(cal.rows, cal.truths, np.array([[1, 0, 1, 1], [1, 1, 1, 1]], dtype=bool))
-    assert choose_weight(cos, counts, ids, own) == 0.0
+class _Table(Matcher):
+    """A matcher reading its scores from a (rows x gallery) table, by name."""
+
+    def __init__(self, name: str, table: dict[tuple[str, str], float]) -> None:
+        self.name, self.table = name, table
+
+    def __call__(self, rows, gallery, listed):
+        out = np.full(listed.columns.shape, np.nan, np.float32)
+        for r, row in enumerate(listed.columns):
+            for j, g in enumerate(row):
+                if g >= 0:
+                    out[r, j] = self.table[(rows[r], gallery[g])]
+        return out
 
 
-def test_closed_fusion_weight_is_chosen_without_closed_queries() -> None:
-    """Row 0 needs SIFT (cosine ranks b first), row 1 is hurt by it: which rows may vote
-    decides the weight, so leaving out a closed query's row must change the choice."""
-    ids = np.array(["a", "b", "c", "d"])
-    cal = Calibration(np.array([0, 1]), ["a", "c"], np.ones((2, 4), dtype=bool))
-    cos = np.array([[0.8, 0.9, 0.0, 0.0], [0.0, 0.0, 0.9, 0.85]], dtype=np.float32)
-    counts = np.array([[50, 0, 0, 0], [0, 0, 0, 50]], dtype=np.float32)
-    images = pd.Series(["q0", "q1"])
-    protocol = Protocol("open", Path("."), pd.DataFrame(), pd.DataFrame())
-    mixed = fusion_weights(cos, counts, ids, cal, images, protocol, None, {"q1"})
-    assert mixed["fusion_weight_for_closed"] > 0  # only row 0 votes
-    assert mixed["fusion_weight_source"] == "held-out calibration"
-    alone = fusion_weights(cos, counts, ids, cal, images, protocol, None, {"q0"})
-    assert alone["fusion_weight_for_closed"] == 0.0  # only row 1 votes
-    closed = Protocol("closed", Path("."), pd.DataFrame(), pd.DataFrame())
-    given = fusion_weights(cos, counts, ids, cal, images, closed, 0.3, ())
-    assert given["fusion_weight"] == 0.3 and given["fusion_weight_source"] == "open run"
-    assert given["fusion_weight_own_calibration"] == choose_weight(cos, counts, ids, cal)
-    assert "fusion_weight_for_closed" not in given
-    own = fusion_weights(cos, counts, ids, cal, images, closed, None, ())
-    assert own["fusion_weight_source"] == "trained-on calibration (inflated)"
+def _constructed() -> tuple[list[str], list[str], np.ndarray, dict, dict]:
+    """Gallery photos g0..g5 of individuals a, a, b, b, c, c; rows x0..x5 (truth a, b,
+    c, a, b, c). The global matcher is right on even rows, local on odd rows; where a
+    matcher is wrong its margin is small, where it is right large, so only their
+    calibrated mean ranks every row right. Calibration rows c0..c5 behave alike."""
+    gallery = [f"g{k}" for k in range(6)]
+    ids = np.array(["a", "a", "b", "b", "c", "c"])
+    photo = {"a": "g0", "b": "g2", "c": "g4"}
+    wrong = {"a": "g2", "b": "g4", "c": "g0"}
+    glob, loc = {}, {}
+    for prefix in ("x", "c"):
+        for k, truth in enumerate(["a", "b", "c", "a", "b", "c"]):
+            row = f"{prefix}{k}"
+            for g in gallery:
+                glob[(row, g)], loc[(row, g)] = 0.2, 2.0
+            if k % 2 == 0:  # global right by far, local wrong by a little
+                glob[(row, photo[truth])] = 0.9
+                loc[(row, photo[truth])], loc[(row, wrong[truth])] = 3.0, 4.0
+            else:  # local right by far, global wrong by a little
+                loc[(row, photo[truth])] = 40.0
+                glob[(row, photo[truth])], glob[(row, wrong[truth])] = 0.5, 0.55
+    return gallery, ["a", "b", "c", "a", "b", "c"], ids, glob, loc
+
+
+def test_calibrated_fusion_ranks_right_where_either_matcher_alone_fails() -> None:
+    gallery, truths, ids, glob, loc = _constructed()
+    listed = Shortlist(np.tile(np.arange(6), (6, 1)))
+    queries, cal_rows = [f"x{k}" for k in range(6)], [f"c{k}" for k in range(6)]
+    model = CalibratedFusion([_Table("global", glob), _Table("local", loc)])
+    scored = model.score(cal_rows, gallery, listed)
+    fitted = model.fit(scored, same_pairs(listed, ids, truths), "test")
+    for name, calibration in fitted.calibrations.items():
+        # monotone, and held-out same pairs map above different pairs on average
+        grid = np.linspace(-1, 50, 200)
+        assert (np.diff(calibration(grid)) > 0).all(), name
+        raw = scored.raw[name]
+        same = same_pairs(listed, ids, truths)
+        assert calibration(raw[same]).mean() > calibration(raw[~same]).mean()
+    fused = fitted(queries, gallery, listed)
+
+    def top1(values: np.ndarray) -> float:
+        ranking = rank_shortlist(listed, values, ids)
+        return float(np.mean([ranking.labels[r][0] == t for r, t in enumerate(truths)]))
+
+    assert top1(fused.raw["global"]) == 0.5 and top1(fused.raw["local"]) == 0.5
+    assert top1(fused.fused) == 1.0
+    assert np.allclose(
+        fused.fused, (fused.probabilities["global"] + fused.probabilities["local"]) / 2
+    )
+    assert fused.dense(6).shape == (6, 6)
+
+
+def test_fusion_needs_fitted_calibrations_and_distinct_names() -> None:
+    _, _, _, glob, _ = _constructed()
+    listed = Shortlist(np.zeros((1, 1), dtype=np.int64))
+    model = CalibratedFusion([_Table("global", glob)])
+    with pytest.raises(CalibrationError, match="not calibrated"):
+        model(["x0"], ["g0"], listed)
+    with pytest.raises(ValueError, match="distinct"):
+        CalibratedFusion([_Table("global", glob), _Table("global", glob)])
+    # no same pair: an uncalibrated, rank-preserving stand-in (or an error when asked)
+    scored = model.score(["x0"], ["g0"], listed)
+    nothing = np.zeros((1, 1), dtype=bool)
+    stand_in = model.fit(scored, nothing, "test").calibrations["global"]
+    assert stand_in.source.startswith("uncalibrated")
+    with pytest.raises(CalibrationError):
+        model.fit(scored, nothing, "test", fallback=False)
+
+
+def test_local_matcher_reads_the_pair_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_match(queries, gallery, candidates, config, workers, progress):
+        return [
+            np.array([10 * q + gallery[g] for g in c])
+            for q, c in zip(queries, candidates, strict=True)
+        ]
+
+    monkeypatch.setattr(fusion, "match_pairs", fake_match)
+    sift = {"q0": 1, "g0": 0, "g1": 1, "g2": 2}
+    cache = PairCache(sift, LocalConfig(), 1, False)  # type: ignore[arg-type]
+    listed = Shortlist(np.array([[2, 0, -1]]))
+    raw = LocalMatcher(cache, "none")(["q0"], ["g0", "g1", "g2"], listed)
+    assert raw[0, :2].tolist() == [12, 10] and np.isnan(raw[0, 2])
+    normed = LocalMatcher(cache, "query")(["q0"], ["g0", "g1", "g2"], listed)
+    assert normed[0, 0] == pytest.approx(12 / 12)  # median of (12, 10) is 11
+    with pytest.raises(ValueError, match="normalise"):
+        LocalMatcher(cache, "other")
 
 
 def test_pair_cache_matches_each_pair_once_and_keeps_counts_on_disk(

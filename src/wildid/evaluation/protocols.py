@@ -92,8 +92,10 @@ def import_protocols(
     seed: int = 0,
     side_regex: str | None = SIDE_REGEX,
     progress: bool = False,
+    follow_links: bool = False,
 ) -> dict[str, Protocol]:
-    """Import the catalogue once per protocol (symlinked images) under OUT/<protocol>."""
+    """Import the catalogue once per protocol (symlinked images) under OUT/<protocol>;
+    `follow_links` reads a catalogue made of symbolic links (a subset of another)."""
     protocols = {}
     for name, new_fraction in PROTOCOLS.items():
         spec = ImportSpec(
@@ -102,6 +104,7 @@ def import_protocols(
             test_fraction=TEST_FRACTION,
             seed=seed,
             link="symlink",
+            follow_links=follow_links,
         )
         import_catalogue(src, Path(out) / name, spec, progress=progress)
         protocols[name] = load_protocol(Path(out) / name, name, side_regex)
@@ -211,7 +214,22 @@ class Calibration:
     mask: np.ndarray
 
 
-def calibration(gallery: pd.DataFrame, n: int = 300, seed: int = 0) -> Calibration:
+def calibration(
+    gallery: pd.DataFrame, n: int = 300, seed: int = 0, min_new: int = 0, per_new: int = 2
+) -> Calibration:
+    """`n` seeded gallery photos as leave-one-sighting-out pseudo-queries.
+
+    A photo whose individual has another sighting in the gallery is a known pseudo-query
+    (its own sighting masked); one whose individual has none plays `new_individual`. In a
+    catalogue without sighting ids (every photo its own group), or one where most
+    individuals have several sightings, few pseudo-queries are new, too few to set an
+    open-set threshold on. `min_new` tops them up: further individuals (seeded, none of
+    the sampled rows' own) are held out whole, up to `per_new` of their photos each
+    becoming new pseudo-queries with every photo of their individual masked, until at
+    least `min_new` individuals play new. A model tuned on the calibration must then not
+    train on any photo of those individuals either (`calibration_images` reads it from
+    the mask), just as the open protocol's new individuals are never trained on.
+    """
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.permutation(len(gallery))[: min(n, len(gallery))])
     ids = gallery["individual_id"].to_numpy()
@@ -219,7 +237,22 @@ def calibration(gallery: pd.DataFrame, n: int = 300, seed: int = 0) -> Calibrati
     sightings = gallery.groupby("individual_id")["group"].nunique()
     truths = [ids[r] if sightings[ids[r]] > 1 else NEW_INDIVIDUAL for r in rows]
     same = (ids[rows][:, None] == ids[None, :]) & (groups[rows][:, None] == groups[None, :])
-    return Calibration(rows, truths, ~same)
+    new_now = {ids[r] for r, t in zip(rows, truths, strict=True) if t == NEW_INDIVIDUAL}
+    if len(new_now) >= min_new:
+        return Calibration(rows, truths, ~same)
+    taken = set(ids[rows])
+    spare = [i for i in sightings.index[rng.permutation(len(sightings))] if i not in taken]
+    extra_rows: list[int] = []
+    for individual in spare[: min_new - len(new_now)]:
+        photos = np.flatnonzero(ids == individual)
+        extra_rows += sorted(rng.permutation(photos)[:per_new].tolist())
+    extra = np.array(extra_rows, dtype=np.int64)
+    whole = ids[extra][:, None] == ids[None, :]
+    return Calibration(
+        np.concatenate([rows, extra]),
+        truths + [NEW_INDIVIDUAL] * len(extra),
+        np.concatenate([~same, ~whole]),
+    )
 
 
 def calibration_images(gallery: pd.DataFrame, cal: Calibration) -> list[str]:

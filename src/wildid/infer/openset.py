@@ -271,3 +271,110 @@ def choose_threshold(
             retrieval.species_min_queries,
         )
     return Threshold(value, "tuned", curve, per_species)
+
+
+# --- operating points: MAP@5-optimal and gmean(BAKS, BAUS)-optimal --------------------------
+
+OPERATING_POINTS = ("map5", "gmean")
+
+
+def balanced_curve(
+    ranking: Ranking, truths: Sequence[str], thresholds: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """BAKS and BAUS (AnimalCLEF 2025) of the top-1 decision at each threshold: a query
+    is called `new_individual` when its best score is below the threshold.
+
+    BAKS: over known truths, the mean per individual of the share of its queries whose
+    top-1 is that individual and not called new; BAUS: the share of new queries called
+    new. The same as `wildid.evaluation.metrics.baks` / `baus` on `predict`'s top-1s, for
+    every threshold at once; NaN when there is no known (BAKS) or no new (BAUS) query.
+    """
+    if len(truths) != len(ranking):
+        raise ValueError(f"{len(truths)} truths for {len(ranking)} ranked queries.")
+    codes, scores = _head(ranking, 1)
+    top, best = codes[:, 0], scores[:, 0]
+    truth = truth_codes(ranking, truths)
+    is_new = truth == NEW
+    right = (top == truth) & ~is_new
+    t = np.asarray(thresholds, dtype=np.float64).astype(best.dtype)[:, None]
+    called_known = best[None, :] >= t  # (thresholds, queries)
+    known_rows = np.flatnonzero(~is_new)
+    if len(known_rows):
+        names = np.asarray(truths, dtype=object)[known_rows]
+        _, group = np.unique(names.astype(str), return_inverse=True)
+        hits = (called_known[:, known_rows] & right[known_rows]).astype(np.float64)
+        per = np.zeros((len(t), group.max() + 1))
+        np.add.at(per.T, group, hits.T)
+        counts = np.bincount(group).astype(np.float64)
+        baks = (per / counts).mean(axis=1)
+    else:
+        baks = np.full(len(t), np.nan)
+    baus = (~called_known[:, is_new]).mean(axis=1) if is_new.any() else np.full(len(t), np.nan)
+    return baks, baus
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """The two open-set thresholds, each chosen on labelled calibration queries (never on
+    the queries it is applied to): `map5`, the best (new-share weighted) MAP@5; `gmean`,
+    the best sqrt(BAKS * BAUS). `curve` holds, per grid threshold, the calibration
+    figures (threshold, map5, baks, baus, gmean)."""
+
+    map5: float
+    gmean: float
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+    def threshold(self, point: str) -> float:
+        if point not in OPERATING_POINTS:
+            raise ValueError(f"operating point {point!r}: expected one of {OPERATING_POINTS}.")
+        return self.map5 if point == "map5" else self.gmean
+
+    def at(self, point: str) -> dict[str, float]:
+        """The calibration figures at one operating point."""
+        t = self.threshold(point)
+        return min(self.curve, key=lambda row: abs(row["threshold"] - t)) if self.curve else {}
+
+
+def threshold_grid(ranking: Ranking, steps: int = 101) -> list[float]:
+    """Candidate thresholds: quantiles of the queries' best scores, and one above all
+    (every query called new)."""
+    best = ranking.scores[:, 0] if ranking.scores.size else np.zeros(0)
+    best = best[np.isfinite(best)]
+    if len(best) == 0:
+        return [float("inf")]
+    grid = sorted({float(v) for v in np.quantile(best, np.linspace(0, 1, steps))})
+    grid.append(grid[-1] + max(1e-6, 1e-6 * abs(grid[-1])))
+    return grid
+
+
+def choose_operating_points(
+    ranking: Ranking,
+    truths: Sequence[str],
+    weights: np.ndarray | None = None,
+    grid: Sequence[float] | None = None,
+) -> OperatingPoints:
+    """The MAP@5-optimal and the gmean-optimal thresholds on calibration queries.
+
+    `weights` weigh the calibration queries in MAP@5 (e.g. to the share of new queries
+    expected, `wildid.evaluation.protocols.share_weights`); BAKS and BAUS are balanced
+    accuracies, so the share of new queries does not move the gmean optimum. Ties go to
+    the lower threshold (fewer queries called new). With no new calibration query the
+    gmean is 0 everywhere and its point falls back to the MAP@5 one.
+    """
+    grid = sorted(float(g) for g in (grid if grid is not None else threshold_grid(ranking)))
+    map5 = map5_curve(ranking, truths, grid, weights=weights)
+    baks, baus = balanced_curve(ranking, truths, grid)
+    gmean = np.sqrt(np.nan_to_num(baks) * np.nan_to_num(baus))
+    best_map5 = grid[int(np.argmax(map5))]
+    best_gmean = grid[int(np.argmax(gmean))] if gmean.max() > 0 else best_map5
+    curve = [
+        {
+            "threshold": float(t),
+            "map5": float(m),
+            "baks": float(k),
+            "baus": float(u),
+            "gmean": float(g),
+        }
+        for t, m, k, u, g in zip(grid, map5, baks, baus, gmean, strict=True)
+    ]
+    return OperatingPoints(float(best_map5), float(best_gmean), curve)

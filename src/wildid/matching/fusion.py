@@ -1,46 +1,52 @@
-"""Global + local score fusion: a global model's cosine plus SIFT inliers on its shortlist.
+"""Calibrated fusion of matchers (WildFusion): every matcher's score becomes P(same
+individual), and the probabilities are averaged.
 
-Each query is matched with SIFT + RANSAC (`wildid.matching.local`) only against the top-n
-gallery photos of a global score (`shortlist`), since matching is the slow part; the
-inlier counts are kept by (query image, gallery image) in a `PairCache`, so overlapping
-shortlists and re-runs match each pair once. The fused score is
+Stages, each a callable on the previous one's output:
 
-    cosine + w * log(1 + inliers)
+1. shortlist: per query, the top-n gallery photos of a fast priority matcher (the global
+   embedding's cosine), `Shortlist.top`; local matching is too slow for every pair.
+2. score: every matcher scores the shortlisted pairs on its own scale
+   (`CalibratedFusion.score`): the cosine (`wildid.matching.base.CosineMatcher`) and
+   RANSAC inliers of keypoints on the animal (`LocalMatcher`, normalised against what the
+   query gets from the rest of its shortlist).
+3. calibrate: each matcher's isotonic calibration (`wildid.matching.calibration`), fitted
+   on held-out gallery pairs (`CalibratedFusion.fit`: leave-one-sighting-out gallery
+   pseudo-queries against the rest of the gallery, never a query), maps its scores to
+   P(same); the fused score is their mean (`CalibratedFusion.calibrate`).
+4. rank and decide: the fused probabilities rank the gallery (`rank_shortlist`) and
+   decide `new_individual` (`wildid.infer.openset.choose_operating_points`).
 
-on the shortlist (`fuse`; pairs off the shortlist keep their cosine). The weight `w` is
-chosen on leave-one-sighting-out gallery pseudo-queries (`choose_weight`), never on the
-queries; `fusion_weights` says which weight a protocol uses and where it comes from.
+Pairs off the shortlist are not candidates. The SIFT inlier counts are kept by (query
+image, gallery image) in a `PairCache`, so overlapping shortlists and re-runs match each
+pair once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from wildid.data.competition import NEW_INDIVIDUAL
-from wildid.evaluation.protocols import (
-    Calibration,
-    Protocol,
-    closed_scores,
-    rank,
-    trains_on_calibration,
-)
+from wildid.infer.retrieval import Ranking, best_per_individual
 from wildid.io import write_csv
+from wildid.matching.base import PAD, Matcher, Shortlist
+from wildid.matching.calibration import (
+    CalibrationError,
+    IsotonicCalibration,
+    fit_isotonic,
+    uncalibrated,
+)
 from wildid.matching.local import Features, LocalConfig, match_pairs
 
-FUSION_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # the grid `choose_weight` searches
+NORMALISE = ("query", "none")
 
 
 def shortlist(scores: np.ndarray, n: int) -> list[np.ndarray]:
     """Top-n allowed (finite) gallery columns of each row, best first (ties: lower column)."""
-    rows = []
-    for row in scores:
-        order = np.argsort(-row, kind="stable")[:n]
-        rows.append(order[np.isfinite(row[order])])
-    return rows
+    return Shortlist.top(scores, n).lists()
 
 
 class PairCache:
@@ -121,72 +127,165 @@ class PairCache:
                 out[r, g] = self.counts[(rows[r], gallery[g])]
         return out
 
+    def scores(
+        self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
+    ) -> np.ndarray:
+        """(rows, n) inlier counts of the shortlisted pairs, NaN at padding (pairs not yet
+        cached are matched now)."""
+        dense = self.matrix(pd.Series(list(rows)), pd.Series(list(gallery)), shortlist.lists())
+        return shortlist.gather(dense)
 
-def fuse(cos: np.ndarray, counts: np.ndarray, weight: float) -> np.ndarray:
-    """cos + weight * log(1 + inliers); unmatched pairs (counts < 0) keep their cosine."""
-    return cos + weight * np.log1p(np.maximum(counts, 0))
 
+class LocalMatcher(Matcher):
+    """RANSAC-verified keypoint matches on the animal (`wildid.matching.local`), scored
+    against the database.
 
-def choose_weight(
-    cal_cos: np.ndarray,
-    cal_counts: np.ndarray,
-    ids: np.ndarray,
-    cal: Calibration,
-    keep: np.ndarray | None = None,
-    weights: Sequence[float] = FUSION_WEIGHTS,
-) -> float:
-    """The fusion weight with the best leave-one-sighting-out MAP@5 on known gallery rows
-    (those of them in `keep`, a mask over the calibration rows); 0 (no fusion) if none.
-
-    `cal_cos` and `cal_counts` are (calibration rows x gallery), `ids` the gallery's
-    individuals; pairs off `cal.mask` (the row's own sighting) are never ranked. Ties go
-    to the smaller weight.
+    An inlier count means more for one query than another: a query with many keypoints
+    on grass or a busy coat finds a dozen chance inliers in every gallery photo. With
+    `normalise="query"` each count is divided by 1 + the median count of the query's
+    whole shortlist (most of which are other individuals: the query's chance level), so a
+    pair stands out by how far it rises above what that query gets from the rest of the
+    database (HotSpotter's idea of scoring a query against the database, not pair by pair).
+    The ranking within a query is unchanged; calibration and fusion across queries are
+    what it helps. `"none"`: raw counts.
     """
-    known = np.array([t != NEW_INDIVIDUAL for t in cal.truths], dtype=bool)
-    if keep is not None:
-        known &= keep
-    if not known.any():
-        return 0.0
-    truths = [t for t, k in zip(cal.truths, known, strict=True) if k]
-    best = (-1.0, 0.0)
-    for w in weights:
-        scores = np.where(cal.mask, fuse(cal_cos, cal_counts, w), -np.inf)[known]
-        best = max(best, (closed_scores(rank(scores, ids), truths)["map5"], -w))
-    return -best[1]
+
+    def __init__(self, pairs: PairCache, normalise: str = "query", name: str = "local") -> None:
+        if normalise not in NORMALISE:
+            raise ValueError(f"normalise {normalise!r}: expected one of {', '.join(NORMALISE)}.")
+        self.pairs, self.normalise, self.name = pairs, normalise, name
+
+    def __call__(
+        self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
+    ) -> np.ndarray:
+        counts = self.pairs.scores(rows, gallery, shortlist)
+        return normalise_counts(counts, self.normalise)
 
 
-def fusion_weights(
-    cal_cos: np.ndarray,
-    cal_counts: np.ndarray,
-    ids: np.ndarray,
-    cal: Calibration,
-    cal_images: pd.Series,
-    protocol: Protocol,
-    given: float | None,
-    closed_queries: Collection[str],
-) -> dict[str, float | str]:
-    """The trained+sift weight to use ("fusion_weight") and where it comes from.
+def normalise_counts(counts: np.ndarray, how: str = "query") -> np.ndarray:
+    """`LocalMatcher`'s normalisation of a (rows, n) count array (NaN at padding)."""
+    if how == "none" or counts.size == 0:
+        return counts.astype(np.float32)
+    filled = np.where(np.isfinite(counts), counts, np.nan)
+    with np.errstate(all="ignore"):
+        level = np.nanmedian(np.where(np.isnan(filled).all(axis=1, keepdims=True), 0, filled), 1)
+    return (counts / (1.0 + level[:, None])).astype(np.float32)
 
-    A weight chosen on rows the model trained on is chosen on inflated cosines, so the
-    closed protocol uses `given` when the open run supplied one, keeping its own choice for
-    comparison only. With `closed_queries` (open protocol), the weight for the closed
-    protocol is chosen too, on the held-out rows less the closed queries' photos, so no
-    closed query's label touches it; the models share their recipe, hence their scale.
-    `cal_images` are the calibration rows' images.
-    """
-    own = choose_weight(cal_cos, cal_counts, ids, cal)
-    inflated = trains_on_calibration(protocol)
-    out: dict[str, float | str] = {
-        "fusion_weight": own,
-        "fusion_weight_source": "trained-on calibration (inflated)"
-        if inflated
-        else "held-out calibration",
-    }
-    if given is not None:
-        out.update(
-            fusion_weight=given, fusion_weight_source="open run", fusion_weight_own_calibration=own
+
+# --- calibrated fusion -----------------------------------------------------------------------
+
+
+def same_pairs(shortlist: Shortlist, gallery_ids: np.ndarray, truths: Sequence[str]) -> np.ndarray:
+    """(rows, n) True where the shortlisted gallery photo shows the row's individual
+    (`truths`; a new_individual row has no same pair)."""
+    ids = np.append(np.asarray(gallery_ids, dtype=object), None)
+    named = ids[np.where(shortlist.valid, shortlist.columns, len(ids) - 1)]
+    return (named == np.asarray(truths, dtype=object)[:, None]) & shortlist.valid
+
+
+@dataclass(frozen=True)
+class FusedScores:
+    """What `CalibratedFusion` made of a shortlist: each matcher's raw scores and
+    probabilities, and the fused probability (their mean), all (rows, n), NaN at padding."""
+
+    shortlist: Shortlist
+    raw: dict[str, np.ndarray]
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    fused: np.ndarray | None = None
+
+    def take(self, rows: np.ndarray) -> FusedScores:
+        """The scores of some rows only (an index or boolean mask)."""
+        return FusedScores(
+            Shortlist(self.shortlist.columns[rows]),
+            {n: v[rows] for n, v in self.raw.items()},
+            {n: v[rows] for n, v in self.probabilities.items()},
+            None if self.fused is None else self.fused[rows],
         )
-    if closed_queries:
-        keep = ~cal_images.isin(set(closed_queries)).to_numpy()
-        out["fusion_weight_for_closed"] = choose_weight(cal_cos, cal_counts, ids, cal, keep)
-    return out
+
+    def dense(self, n_gallery: int, name: str | None = None) -> np.ndarray:
+        """(rows, gallery) fused (or matcher `name`'s) probabilities, -inf off the shortlist."""
+        values = self.fused if name is None else self.probabilities[name]
+        return self.shortlist.dense(np.nan_to_num(values, nan=-np.inf), n_gallery)
+
+
+class CalibratedFusion:
+    """WildFusion: the mean of the matchers' calibrated scores.
+
+    `fit` returns a copy with every matcher's isotonic calibration fitted on labelled
+    shortlisted pairs; `weights` (one per matcher, default equal) weigh the mean.
+    """
+
+    def __init__(
+        self,
+        matchers: Sequence[Matcher],
+        calibrations: Mapping[str, IsotonicCalibration] | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        names = [m.name for m in matchers]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"matchers need distinct names, got {names}.")
+        if weights is not None and len(weights) != len(matchers):
+            raise ValueError(f"{len(weights)} weights for {len(matchers)} matchers.")
+        self.matchers = list(matchers)
+        self.calibrations = dict(calibrations or {})
+        self.weights = list(weights) if weights is not None else [1.0] * len(matchers)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.matchers]
+
+    def score(
+        self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
+    ) -> FusedScores:
+        """Stage 2: every matcher's raw scores of the shortlisted pairs."""
+        return FusedScores(shortlist, {m.name: m(rows, gallery, shortlist) for m in self.matchers})
+
+    def fit(
+        self, scored: FusedScores, same: np.ndarray, source: str, fallback: bool = True
+    ) -> CalibratedFusion:
+        """A copy calibrated on `scored`'s pairs, `same` (rows, n) telling the pairs of one
+        individual (`same_pairs`). Pairs at padding are ignored. A matcher whose pairs are
+        all of one kind cannot be calibrated: with `fallback`, its scores are mapped
+        linearly onto [0, 1] instead (`uncalibrated`, marked in its source), else
+        CalibrationError."""
+        valid = scored.shortlist.valid
+        calibrations = {}
+        for name, raw in scored.raw.items():
+            keep = valid & np.isfinite(raw)
+            try:
+                calibrations[name] = fit_isotonic(raw[keep], same[keep], source)
+            except CalibrationError as err:
+                if not fallback:
+                    raise
+                calibrations[name] = uncalibrated(raw[keep], str(err))
+        return CalibratedFusion(self.matchers, calibrations, self.weights)
+
+    def calibrate(self, scored: FusedScores) -> FusedScores:
+        """Stage 3: P(same) per matcher and their (weighted) mean."""
+        missing = [n for n in scored.raw if n not in self.calibrations]
+        if missing:
+            raise CalibrationError(f"matchers {missing} are not calibrated; call fit first.")
+        probabilities = {n: self.calibrations[n](raw) for n, raw in scored.raw.items()}
+        stack = np.stack([np.nan_to_num(probabilities[n], nan=0.0) for n in self.names])
+        w = np.asarray(self.weights, dtype=np.float64)[:, None, None]
+        fused = (stack * w).sum(axis=0) / w.sum()
+        fused = np.where(scored.shortlist.valid, fused, np.nan)
+        return FusedScores(scored.shortlist, scored.raw, probabilities, fused.astype(np.float32))
+
+    def __call__(
+        self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
+    ) -> FusedScores:
+        return self.calibrate(self.score(rows, gallery, shortlist))
+
+
+def rank_shortlist(
+    shortlist: Shortlist, values: np.ndarray, gallery_ids: np.ndarray, k: int = 50
+) -> Ranking:
+    """Per row, individuals by their best shortlisted photo's value (NaN pairs skipped)."""
+    values = np.where(shortlist.valid & np.isfinite(values), values, -np.inf)
+    order = np.argsort(-values, axis=1, kind="stable")
+    sims = np.take_along_axis(values, order, axis=1)
+    columns = np.take_along_axis(shortlist.columns, order, axis=1)
+    columns = np.where(np.isfinite(sims), columns, PAD)
+    ranking = best_per_individual(sims, columns, np.asarray(gallery_ids))
+    return Ranking(ranking.codes[:, :k], ranking.scores[:, :k], ranking.individuals)

@@ -1,0 +1,130 @@
+"""Matchers behind one interface, and the shortlist of pairs they score.
+
+A matcher scores (query, gallery photo) pairs on its own scale, higher = more alike: the
+cosine of a global embedding (`CosineMatcher`), RANSAC-verified local keypoints
+(`wildid.matching.local.LocalMatcher`), anything else. Local matching is far too slow for
+every pair, so every matcher scores the same `Shortlist`: per query, the gallery photos a
+fast priority score ranks best (WildFusion's "B" candidates per query). The scores come
+back as a (rows, n) array aligned with the shortlist's columns, NaN where a row's list is
+shorter (padding), so matchers are interchangeable and their outputs stack.
+
+Rows and gallery photos are named by image (the keys of a matcher's features), so one
+matcher serves queries and leave-one-sighting-out gallery pseudo-queries alike.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+PAD = -1  # shortlist column of a padding slot
+
+
+@dataclass(frozen=True)
+class Shortlist:
+    """(rows, n) gallery columns per row, best first by the priority score, PAD after the
+    end of a short row (a row allowed to see fewer than n gallery photos)."""
+
+    columns: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.columns.ndim != 2:
+            raise ValueError(f"shortlist columns must be 2-d, got shape {self.columns.shape}.")
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.columns != PAD
+
+    @classmethod
+    def top(cls, scores: np.ndarray, n: int) -> Shortlist:
+        """The top-n allowed (finite) columns of each row of a dense (rows, gallery) score
+        matrix; ties keep the lower column first."""
+        n = max(0, min(int(n), scores.shape[1]))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+        finite = np.isfinite(np.take_along_axis(scores, order, axis=1))
+        return cls(np.where(finite, order, PAD).astype(np.int64))
+
+    @classmethod
+    def from_lists(cls, rows: Sequence[Sequence[int]]) -> Shortlist:
+        n = max((len(r) for r in rows), default=0)
+        columns = np.full((len(rows), n), PAD, dtype=np.int64)
+        for i, r in enumerate(rows):
+            columns[i, : len(r)] = r
+        return cls(columns)
+
+    def lists(self) -> list[np.ndarray]:
+        """Each row's columns without padding."""
+        return [row[row != PAD] for row in self.columns]
+
+    def gather(self, dense: np.ndarray) -> np.ndarray:
+        """A dense (rows, gallery) matrix's values at the shortlist (NaN at padding)."""
+        values = np.take_along_axis(dense, np.clip(self.columns, 0, None), axis=1)
+        return np.where(self.valid, values, np.nan).astype(np.float32)
+
+    def dense(self, values: np.ndarray, n_gallery: int, fill: float = -np.inf) -> np.ndarray:
+        """(rows, n_gallery) with each shortlisted pair's value and `fill` elsewhere."""
+        out = np.full((len(self), n_gallery), fill, dtype=np.float32)
+        rows, slots = np.nonzero(self.valid)
+        out[rows, self.columns[rows, slots]] = values[rows, slots]
+        return out
+
+
+class Matcher(ABC):
+    """Scores shortlisted pairs. `name` labels its column in tables and calibrations."""
+
+    name: str = "matcher"
+
+    @abstractmethod
+    def __call__(
+        self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
+    ) -> np.ndarray:
+        """(rows, n) raw scores of (rows[r], gallery[shortlist.columns[r, j]]), NaN at
+        padding; higher = more alike."""
+
+
+class CosineMatcher(Matcher):
+    """The dot product of two images' unit feature vectors (a global embedding)."""
+
+    def __init__(self, features: Mapping[str, np.ndarray], name: str = "global") -> None:
+        self.features, self.name = features, name
+
+    def __call__(
+        self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
+    ) -> np.ndarray:
+        if len(rows) == 0:
+            return np.zeros(shortlist.columns.shape, np.float32)
+        a = np.stack([self.features[i] for i in rows]).astype(np.float32)
+        b = np.stack([self.features[i] for i in gallery]).astype(np.float32)
+        picked = b[np.clip(shortlist.columns, 0, None)]  # (rows, n, dim)
+        scores = np.einsum("rd,rnd->rn", a, picked)
+        return np.where(shortlist.valid, scores, np.nan).astype(np.float32)
+
+
+class PrecomputedMatcher(Matcher):
+    """Scores already in a dense (rows, gallery) matrix, for rows named in `row_names`
+    and gallery photos in `gallery_names` (e.g. a search's similarities)."""
+
+    def __init__(
+        self,
+        dense: np.ndarray,
+        row_names: Sequence[str],
+        gallery_names: Sequence[str],
+        name: str = "global",
+    ) -> None:
+        self.dense, self.name = dense, name
+        self.row_index = {n: i for i, n in enumerate(row_names)}
+        self.gallery_index = {n: i for i, n in enumerate(gallery_names)}
+
+    def __call__(
+        self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
+    ) -> np.ndarray:
+        r = np.array([self.row_index[i] for i in rows], dtype=np.int64)
+        g = np.array([self.gallery_index[i] for i in gallery], dtype=np.int64)
+        sub = self.dense[r][:, g] if len(r) else np.zeros((0, len(g)), np.float32)
+        return shortlist.gather(sub)
