@@ -48,8 +48,9 @@ matcher settings), trained models and their embeddings (per training settings an
 left-out photos). A re-run with other fusion, calibration or open-set settings costs the
 matching of pairs not seen before and seconds of calibration.
 
-Writes OUT/results.md, results.json and matches_<protocol>.png (sampled queries with the
-trained model's top matches); the last line printed is JSON.
+Writes OUT/results.md, results.json (OUT/results-TAG.* with `--tag`) and
+matches_<protocol>.png (sampled queries with the trained model's top matches); the last
+line printed is JSON.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ from wildid.infer.openset import OperatingPoints, choose_operating_points
 from wildid.infer.retrieval import Ranking
 from wildid.io import atomic_path, write_csv, write_text
 from wildid.layout import RunLayout
-from wildid.matching.base import CosineMatcher, Matcher, Shortlist
+from wildid.matching.base import CentredMatcher, CosineMatcher, Matcher, Shortlist
 from wildid.matching.calibration import IsotonicCalibration
 from wildid.matching.fusion import (
     CalibratedFusion,
@@ -193,6 +194,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also score the trained model with flip TTA and with every flank compared",
     )
     p.add_argument(
+        "--centred",
+        action="store_true",
+        help="also fuse the trained cosine centred on the query's shortlist median (how far "
+        "a candidate stands out from the crowd the query meets)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -222,6 +229,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="a few-minute end-to-end check: --subset 60 and a 2-epoch 128 px training "
         "(overrides given after it still win)",
+    )
+    p.add_argument(
+        "--tag",
+        default="",
+        help="write results-TAG.md / .json instead of results.md / .json (sweep variants "
+        "sharing one OUT and its cached models)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides for the trained pipeline")
@@ -397,6 +410,7 @@ def trained_features(
         best = pipeline.train(config, crops, split, progress)[0]
     layout = RunLayout.of(config)
     folder = layout.embeddings(0)
+    config.embed.dtype = "float32"  # the scores the benchmark always had (and identify's check)
     if flip is not None and flip != config.embed.flip_tta:
         config.embed.flip_tta = flip
         folder = layout.root / f"embeddings-flip-{flip}" / "fold0"
@@ -477,23 +491,38 @@ def methods(args: argparse.Namespace) -> list[Method]:
     if args.flank_variants:
         out += [
             Method(
-                "trained, flip TTA",
+                "trained flip-TTA",
                 ("trained_flip",),
                 "trained_flip",
                 inputs=("train {p}", "embed trained flip-mean {p}"),
             ),
             Method(
-                "trained, all flanks",
+                "trained all-flanks",
                 ("trained",),
                 "trained",
                 same_side=False,
                 inputs=("train {p}", "embed trained {p}"),
             ),
             Method(
-                "trained+local, flip TTA",
+                "trained+local flip-TTA",
                 ("trained_flip", "local"),
                 "trained_flip",
                 inputs=("train {p}", "embed trained flip-mean {p}", "local extract"),
+            ),
+        ]
+    if args.centred:
+        out += [
+            Method(
+                "trained+centred",
+                ("trained", "trained-centred"),
+                "trained",
+                inputs=("train {p}", "embed trained {p}"),
+            ),
+            Method(
+                "trained+local+centred",
+                ("trained", "local", "trained-centred"),
+                "trained",
+                inputs=("train {p}", "embed trained {p}", "local extract"),
             ),
         ]
     if args.methods:
@@ -837,7 +866,9 @@ def main(argv: list[str] | None = None) -> dict:
     files = crop_files(photos, boxes, out)
     shared: dict[str, dict[str, np.ndarray]] = {}
     chosen = methods(args)
-    needed = {m for method in chosen for m in (*method.matchers, method.priority)}
+    needed = {
+        m.removesuffix("-centred") for method in chosen for m in (*method.matchers, method.priority)
+    }
     for backbone in BASELINES:
         if f"imagenet_{backbone}" in needed:
             with timer(f"imagenet {backbone}"):
@@ -879,6 +910,8 @@ def main(argv: list[str] | None = None) -> dict:
                 protocol, args, out, timer, progress, exclude, flip="mean"
             )
         matchers: dict[str, Matcher] = {n: CosineMatcher(f, n) for n, f in features.items()}
+        if "trained" in matchers:
+            matchers["trained-centred"] = CentredMatcher(matchers["trained"])
         if pairs is not None:
             matchers["local"] = LocalMatcher(pairs, args.local_normalise)
         closed_queries = (
@@ -926,10 +959,11 @@ def main(argv: list[str] | None = None) -> dict:
         info[f"{name}_queries"], info[f"{name}_gallery"] = len(p.queries), len(p.gallery)
         info[f"{name}_new"] = int((p.queries["truth"] == NEW_INDIVIDUAL).sum())
     seconds = {k: round(v, 1) for k, v in timer.seconds.items()}
-    write_text(out / "results.md", markdown(results, seconds, command, info))
+    stem = f"results-{args.tag}" if args.tag else "results"
+    write_text(out / f"{stem}.md", markdown(results, seconds, command, info))
     figures = figures_of(results)
     write_text(
-        out / "results.json",
+        out / f"{stem}.json",
         json.dumps(
             _jsonable({**figures, "seconds": seconds, "info": info, "details": results}), indent=2
         ),

@@ -1,9 +1,24 @@
-"""What each setting of the trained pipeline changes on the quality benchmark's closed set.
+"""What each setting changes on the quality benchmark: training settings on its closed set,
+and fusion, local-matching and open-set settings on both protocols.
 
     python benchmarks/sweep_quality.py --variants benchmarks/sweeps/nyala.yaml \\
         [--data ../shared/datasets/nyala] [--crop cam] [--max-minutes 60]
+    python benchmarks/sweep_quality.py --variants benchmarks/sweeps/nyala_fusion.yaml
 
-The variants file is a list of {name, overrides: [key=value, ...], flank_classes: bool}.
+The variants file is a list of {name, overrides: [key=value, ...], flank_classes: bool}
+(a training variant), or of {name, bench: [bench_quality argument, ...], overrides: [...]}
+(a benchmark variant).
+
+A benchmark variant runs `bench_quality` whole (both protocols, every method it names)
+with those arguments in `--bench-out` (default: `make bench-quality`'s own folder), so
+the models, features and pair counts that `make bench-quality` left there are reused:
+a variant that changes only fusion, local matching or open-set settings re-trains
+nothing and costs the matching of pairs not seen before. Its row holds the headline
+figures of `--bench-methods` and their variants (closed top-1 / MAP@5; open MAP@5 at the
+MAP@5 point and BAKS, BAUS, gmean at the gmean point); its tables are in
+<bench-out>/results-<name>.md.
+
+A training variant:
 Every variant trains `bench_quality`'s trained pipeline on the same closed-set gallery
 (same import, seed and boxes) and scores top-1 and MAP@5 on the same queries, flanks
 compared only with flanks, so rows differ by their settings alone. Each finished variant
@@ -56,6 +71,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="overrides for every variant that change speed, not results (train.num_workers=12)",
     )
+    p.add_argument(
+        "--bench-out",
+        default="working/bench/quality",
+        help="benchmark variants' folder (shared, so its trained models are reused)",
+    )
+    p.add_argument(
+        "--bench-methods",
+        default="trained,trained+local",
+        help="methods whose figures a benchmark variant's row holds",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -99,6 +124,55 @@ def run_variant(variant: dict, protocol: Protocol, args: argparse.Namespace) -> 
     }
 
 
+def run_bench_variant(variant: dict, args: argparse.Namespace) -> dict:
+    """One `bench_quality` run with the variant's arguments in the shared `--bench-out`."""
+    overrides = [str(o) for o in variant.get("overrides", [])]
+    bench = [str(a) for a in variant.get("bench", [])]
+    argv = [
+        "--data",
+        args.data,
+        "--group",
+        args.group,
+        "--side-regex",
+        args.side_regex,
+        "--config",
+        args.config,
+        "--crop",
+        args.crop,
+        "--seed",
+        str(args.seed),
+        "--out",
+        args.bench_out,
+        "--tag",
+        variant["name"],
+        *(["--no-progress"] if args.no_progress else []),
+        *bench,
+        *overrides,
+        *args.set,
+    ]
+    start = time.perf_counter()
+    figures = bq.main(argv)
+    wanted = [m for m in args.bench_methods.split(",") if m]
+    keep = {
+        protocol: {
+            label: values
+            for label, values in figures[protocol].items()
+            if label.removesuffix(" [sighting]").split(" ")[0] in wanted
+        }
+        for protocol in ("closed", "open")
+    }
+    return {
+        "name": variant["name"],
+        "bench": bench,
+        "overrides": overrides,
+        "flank_classes": False,
+        **keep,
+        "cost": round(cost(overrides, args.config), 2),
+        "total_s": round(time.perf_counter() - start, 1),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
 def _finished(variant: dict, done: dict[str, dict]) -> bool:
     """Whether sweep.jsonl holds this variant with these very settings (an edited variant
     under an old name runs again)."""
@@ -107,7 +181,28 @@ def _finished(variant: dict, done: dict[str, dict]) -> bool:
         row is not None
         and row["overrides"] == [str(o) for o in variant.get("overrides", [])]
         and row["flank_classes"] == bool(variant.get("flank_classes", False))
+        and row.get("bench", []) == [str(a) for a in variant.get("bench", [])]
     )
+
+
+def _print_row(r: dict) -> None:
+    if "bench" not in r:
+        print(
+            f"{r['name']:28s} top1 {r['top1']:.3f}  map5 {r['map5']:.3f}  cost {r['cost']:.2f}"
+            f"  train {r['train_s']:.0f} s"
+        )
+        return
+    for label, c in r["closed"].items():
+        o = r["open"].get(label, {})
+        print(
+            f"{r['name']:28s} {label:24s} closed top1 {c['top1']:.3f} map5 {c['map5']:.3f}"
+            + (
+                f" | open map5 {o['map5']:.3f} baks {o['baks']:.3f} baus {o['baus']:.3f}"
+                f" gmean {o['gmean']:.3f}"
+                if o
+                else ""
+            )
+        )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -128,11 +223,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if log.is_file()
         else {}
     )
-    protocol = import_protocols(
-        args.data, out / "data", args.group, args.seed, args.side_regex or None
-    )["closed"]
-    photos = bq.all_photos({"closed": protocol})
-    bq.write_boxes(protocol, bq.animal_boxes(photos, out, args.crop, not args.no_progress))
+    protocol = None
     start = time.perf_counter()
     for variant in variants:
         if _finished(variant, done):
@@ -141,7 +232,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"time box reached: {variant['name']} and later variants not run", flush=True)
             break
         try:
-            row = run_variant(variant, protocol, args)
+            if "bench" in variant:
+                row = run_bench_variant(variant, args)
+            else:
+                if protocol is None:
+                    protocol = _closed_protocol(args, out)
+                row = run_variant(variant, protocol, args)
         except Exception as error:  # one broken variant must not cost the rest of a lease
             print(f"variant {variant['name']} failed: {error!r}", flush=True)
             continue
@@ -150,11 +246,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(row), flush=True)
     rows = [done[v["name"]] for v in variants if _finished(v, done)]
     for r in rows:
-        print(
-            f"{r['name']:28s} top1 {r['top1']:.3f}  map5 {r['map5']:.3f}  cost {r['cost']:.2f}"
-            f"  train {r['train_s']:.0f} s"
-        )
+        _print_row(r)
     return rows
+
+
+def _closed_protocol(args: argparse.Namespace, out: Path) -> Protocol:
+    protocol = import_protocols(
+        args.data, out / "data", args.group, args.seed, args.side_regex or None
+    )["closed"]
+    photos = bq.all_photos({"closed": protocol})
+    bq.write_boxes(protocol, bq.animal_boxes(photos, out, args.crop, not args.no_progress))
+    return protocol
 
 
 if __name__ == "__main__":

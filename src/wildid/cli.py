@@ -22,6 +22,7 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid package RUN OUT [--working DIR]     (RUN: working/<run>, or a run name)
     wildid package --inspect PACKAGE
     wildid identify PACKAGE PHOTO... [--sighting] [-k 5] [--out FILE.csv|.json] [--sheet DIR]
+                    [--operating-point gmean|map5]
                     [--side left|right]
     wildid enroll PACKAGE PHOTO... (--as ID | --new NAME) [--by WHO]
     wildid enroll PACKAGE --undo ENTRY
@@ -620,11 +621,20 @@ def identify(
             "default: read from each file name with the package's side regex, if any",
         ),
     ] = None,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point",
+            help="new_individual when the best probability is under this point's threshold: "
+            "gmean (balances known and new animals; the default) or map5 (MAP@5-optimal)",
+        ),
+    ] = None,
 ) -> None:
     """Rank the known individuals for each photo: score, probability, new_individual."""
     from wildid.gallery.identify import Identifier, match_sheet, results_table, write_results
 
-    results = Identifier(package).identify(photos, sighting=sighting, k=k, sides=side)
+    identifier = Identifier(package, operating_point=operating_point)
+    results = identifier.identify(photos, sighting=sighting, k=k, sides=side)
     typer.echo(results_table(results).to_string(index=False))
     for result in results:
         verdict = "new_individual" if result.new_individual else result.candidates[0].individual_id

@@ -233,6 +233,25 @@ class RetrievalConfig(Section):
     # "Expected fraction of new": the threshold puts new_individual first for this fraction
     # of test queries (their weakest top-1 matches). None: tune on validation instead.
     new_fraction: float | None = Field(None, ge=0.0, le=1.0)
+    # What a tuned threshold optimises on validation: map5 (Happywhale's metric) or gmean,
+    # sqrt(BAKS * BAUS) (AnimalCLEF's balanced accuracies on known and new animals).
+    operating_point: Literal["map5", "gmean"] = "map5"
+
+
+class FusionConfig(Section):
+    """Calibrated fusion (WildFusion, `wildid.matching.fusion`): the global embedding's
+    cosine and RANSAC-verified keypoints on the animal, each calibrated into P(same
+    individual) on validation pairs, averaged; the run then also writes the `fused`
+    method (ranking and open-set threshold on the fused probability). Needs validation
+    queries (train.val_fraction > 0) to calibrate on."""
+
+    local: bool = False  # fuse local keypoint matching with the global embedding
+    shortlist: int = Field(100, ge=1)  # gallery photos per query scored by every matcher
+    mask: Literal["grabcut", "box"] = "grabcut"  # keypoints on the GrabCut foreground, or all
+    features: int = Field(600, ge=8)  # keypoints per image
+    size: int = Field(256, ge=32)  # longer side of the region keypoints are found in, px
+    normalise: Literal["query", "none"] = "query"  # inliers over the query's shortlist median
+    workers: int = Field(2, ge=1)  # processes matching pairs
 
 
 class EnsembleConfig(Section):
@@ -293,6 +312,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    fusion: FusionConfig = FusionConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
     pseudo: PseudoConfig = PseudoConfig()
     check: CheckConfig = CheckConfig()

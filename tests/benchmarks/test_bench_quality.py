@@ -48,6 +48,7 @@ def test_bench_quality_runs_end_to_end(
             "1",
             "--no-progress",
             "--flank-variants",
+            "--centred",
             "train.epochs=1",
             "train.image_size=64",
             "train.batch_size=4",
@@ -63,9 +64,11 @@ def test_bench_quality_runs_end_to_end(
         "local",
         "trained",
         "trained+local",
-        "trained, flip TTA",
-        "trained, all flanks",
-        "trained+local, flip TTA",
+        "trained flip-TTA",
+        "trained all-flanks",
+        "trained+local flip-TTA",
+        "trained+centred",
+        "trained+local+centred",
     }
     methods |= {f"{m} [sighting]" for m in methods}  # --level both is the default
     assert set(figures["closed"]) == methods and set(figures["open"]) == methods

@@ -105,3 +105,49 @@ def test_cli_package_identify_enroll(built, tmp_path: Path) -> None:
     assert runner.invoke(app, ["enroll", str(archive), "--undo", "1"]).exit_code == 0
     missing = runner.invoke(app, ["package", "no-such-run", str(tmp_path / "q.zip")])
     assert missing.exit_code == 2
+
+
+def test_new_individual_is_decided_at_the_packages_operating_point(package) -> None:
+    """Packages carry an isotonic calibration and two thresholds on its probability, both
+    chosen on the package's own calibration queries; identify calls a photo new when its
+    best candidate's probability is under the chosen one."""
+    meta = json.loads((package.root / "package.json").read_text())
+    points = meta["operating_points"]
+    assert set(points) == {"map5", "gmean"} and meta["operating_point"] == "gmean"
+    assert all(0.0 <= v <= 1.0 + 1e-6 for v in points.values())
+    calibration = json.loads((package.root / "calibration.json").read_text())
+    assert calibration["method"] in ("isotonic", "logistic")  # logistic: a one-class fit
+    photos = sorted((package.root / "gallery" / "thumbs").iterdir())[:4]
+    for point in ("map5", "gmean"):
+        identifier = Identifier(package, operating_point=point)
+        assert identifier.probability_threshold == points[point]
+        for result in identifier.identify(photos):
+            best = result.candidates[0].probability
+            assert result.new_individual == (best < points[point])
+
+
+def test_a_package_without_operating_points_decides_as_before(package) -> None:
+    meta_path = package.root / "package.json"
+    meta = json.loads(meta_path.read_text())
+    meta.pop("operating_points")
+    meta_path.write_text(json.dumps(meta))
+    (package.root / "calibration.json").write_text(
+        json.dumps(
+            {
+                "method": "logistic",
+                "coef": 10.0,
+                "intercept": -5.0,
+                "source": "default",
+                "pairs": 0,
+                "positives": 0,
+            }
+        )
+    )
+    from wildid.gallery.package import Package
+
+    old = Package(package.root)
+    identifier = Identifier(old)
+    assert identifier.probability_threshold is None
+    photo = sorted((package.root / "gallery" / "thumbs").iterdir())[0]
+    [result] = identifier.identify([photo])
+    assert result.new_individual == (result.candidates[0].score < old.threshold)

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from wildid.matching import fusion
-from wildid.matching.base import CosineMatcher, Matcher, PrecomputedMatcher, Shortlist
+from wildid.matching.base import (
+    CentredMatcher,
+    CosineMatcher,
+    Matcher,
+    PrecomputedMatcher,
+    Shortlist,
+)
 from wildid.matching.calibration import CalibrationError
 from wildid.matching.fusion import (
     CalibratedFusion,
@@ -58,6 +64,21 @@ def test_cosine_and_precomputed_matchers_score_the_shortlisted_pairs() -> None:
     assert cos[1, 0] == pytest.approx(full[1, 1], abs=1e-6) and np.isnan(cos[1, 1])
     pre = PrecomputedMatcher(full, rows, gallery)(rows, gallery, listed)
     assert np.allclose(pre, cos, equal_nan=True, atol=1e-6)
+    centred = CentredMatcher(CosineMatcher(features))(rows, gallery, listed)
+    assert centred[0].tolist() == pytest.approx(cos[0] - np.median(cos[0]), abs=1e-6)
+    assert centred[1, 0] == pytest.approx(0.0) and np.isnan(centred[1, 1])
+
+
+def test_centring_lifts_a_standout_above_a_high_flat_crowd() -> None:
+    """Query 0 (known) has one candidate far above the rest; query 1 (new) meets a crowd
+    of similar animals at high cosines: raw, query 1's best is higher; centred, lower."""
+    scores = np.array([[0.7, 0.3, 0.3, 0.3], [0.8, 0.78, 0.77, 0.76]], dtype=np.float32)
+    names = ["g0", "g1", "g2", "g3"]
+    listed = Shortlist(np.tile(np.arange(4), (2, 1)))
+    raw = PrecomputedMatcher(scores, ["q0", "q1"], names)
+    centred = CentredMatcher(raw)(["q0", "q1"], names, listed)
+    assert scores[1].max() > scores[0].max() and centred[0].max() > centred[1].max()
+    assert (np.argsort(-centred, axis=1) == np.argsort(-scores, axis=1)).all()
 
 
 def test_local_scores_are_normalised_by_the_querys_chance_level() -> None:

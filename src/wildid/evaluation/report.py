@@ -18,7 +18,11 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     table = Table(title="wildid results")
     for column in ("method", "val MAP@5", "threshold", "test MAP@5", "submission"):
         table.add_column(column)
-    rows = [e for e in (result.trained, result.baseline) if e is not None]
+    rows = [
+        e
+        for e in (result.trained, getattr(result, "fused", None), result.baseline)
+        if e is not None
+    ]
     for e in rows:
         table.add_row(
             e.name, _fmt(e.val_map5), _fmt(e.threshold), _fmt(e.test_map5), str(e.submission)

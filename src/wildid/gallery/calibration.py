@@ -1,15 +1,18 @@
 """Score calibration: a similarity becomes the probability that a candidate is the animal.
 
 A cosine similarity means little to a person (is 0.62 good?), so the package carries a
-logistic regression p = sigmoid(a * score + b) fitted at packaging time on labelled
-pairs: every one of the top-k candidates of each validation query (the run's split.csv),
-labelled same individual or not. All top-k candidates, not only top-1, because the
-probability is shown beside every candidate. A run without validation queries (nyala's
-config trains on every gallery photo) is calibrated leave-one-sighting-out on the gallery
-itself: each photo queried against the photos of other sightings (of itself when the
-data has none). Where no fit is possible (one class only) or the fit is not increasing
-(an undertrained model), DEFAULT stands in (p = 0.5 at cosine 0.5), marked `default`.
-Only two floats are stored (JSON), never a fitted estimator (a pickle).
+calibration fitted at packaging time on labelled pairs: isotonic regression
+(`wildid.matching.calibration.IsotonicCalibration`, as the benchmark's calibrated fusion
+uses) in packages built now, a logistic regression p = sigmoid(a * score + b) in older
+ones (`load_calibration` reads either). The pairs: every one of the top-k candidates of
+each validation query (the run's split.csv), labelled same individual or not. All top-k
+candidates, not only top-1, because the probability is shown beside every candidate. A
+run without validation queries (nyala's config trains on every gallery photo) is
+calibrated leave-one-sighting-out on the gallery itself: each photo queried against the
+photos of other sightings (of itself when the data has none); its probabilities are then
+too high (the model trained on those pairs). Where no fit is possible (one class only),
+DEFAULT stands in (p = 0.5 at cosine 0.5), marked `default`. Only floats are stored
+(JSON), never a fitted estimator (a pickle).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from wildid.matching.calibration import CalibrationError, IsotonicCalibration, fit_isotonic
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,29 @@ class Calibration:
 
 
 DEFAULT = Calibration(coef=10.0, intercept=-5.0, source="default")  # p = 0.5 at cosine 0.5
+
+
+def load_calibration(data: dict[str, Any]) -> Calibration | IsotonicCalibration:
+    """A package's calibration.json: isotonic (packages built now) or logistic (older)."""
+    if data.get("method") == "isotonic":
+        return IsotonicCalibration.from_json(data)
+    return Calibration.from_json(data)
+
+
+def fit_probability(
+    scores: np.ndarray, same: np.ndarray, source: str
+) -> Calibration | IsotonicCalibration:
+    """An isotonic fit of same-or-not on scores; DEFAULT (logistic) when one class is
+    missing, so a package always has a calibration."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    same = np.asarray(same, dtype=bool).reshape(-1)
+    try:
+        return fit_isotonic(scores, same, source)
+    except CalibrationError:
+        keep = np.isfinite(scores)
+        return Calibration(
+            DEFAULT.coef, DEFAULT.intercept, "default", int(keep.sum()), int(same[keep].sum())
+        )
 
 
 def fit_calibration(scores: np.ndarray, same: np.ndarray, source: str) -> Calibration:

@@ -2,13 +2,17 @@
 
 For each photo, the top-k individuals by their best-matching gallery photo's cosine
 similarity (as the pipeline ranks), with the calibrated probability that each is the
-animal (gallery.calibration) and `new_individual` when the best score is below the run's
-tuned open-set threshold (or, for a run without one, when the best probability is under
-0.5). With `sighting=True` all photos of the call are one encounter: each photo's best
-score per individual is averaged over the photos (`matching.sightings.pool_by_sighting`),
-and every photo gets that pooled ranking (its own crop and best-matching photos). The
-probability of a pooled score uses the same calibration (an approximation: pooled scores
-of one animal are a little lower than single-photo best scores).
+animal (gallery.calibration) and `new_individual` when the best candidate's probability
+is below the package's operating point (`operating_point`: "gmean", the default, the
+threshold that best balances recognising known animals against calling new ones new on
+the package's calibration queries, or "map5", the MAP@5-optimal one). Packages built
+before operating points were stored decide on the run's tuned cosine threshold (or, for a
+run without one, on a probability under 0.5). With `sighting=True` all photos of the call
+are one encounter: each photo's best score per individual is averaged over the photos
+(`matching.sightings.pool_by_sighting`), and every photo gets that pooled ranking (its
+own crop and best-matching photos). The probability of a pooled score uses the same
+calibration (an approximation: pooled scores of one animal are a little lower than
+single-photo best scores).
 
 Flanks: when a photo's side (left or right flank) is known and so is a gallery photo's,
 only same-side pairs are compared, as the nyala benchmark does (`evaluation.protocols.
@@ -104,12 +108,13 @@ class Identifier:
     undo by this or another process), so a long-lived Identifier (the app) stays current.
     """
 
-    def __init__(self, package: Package | str | Path) -> None:
+    def __init__(self, package: Package | str | Path, operating_point: str | None = None) -> None:
         self.package = resolve_package(package)
         self.embedder = PhotoEmbedder(self.package)
         self.catalogue = Catalogue(self.package, embedder=self.embedder)
         self.calibration = self.package.calibration
         self.threshold = self.package.threshold
+        self.probability_threshold = self.package.probability_threshold(operating_point)
         self.float16 = self.package.config.embed.dtype == "float16"
         self.side_regex: str | None = self.package.meta.get("side_regex")
         self._index: _Index | None = None
@@ -183,6 +188,8 @@ class Identifier:
                 )
             if not candidates:  # no gallery photo of its flank
                 new = True
+            elif self.probability_threshold is not None:
+                new = candidates[0].probability < self.probability_threshold
             elif self.threshold is not None:
                 new = candidates[0].score < self.threshold
             else:

@@ -61,12 +61,18 @@ import yaml
 from wildid.config import Config, load_config
 from wildid.errors import WildidError
 from wildid.evaluation.protocols import SIDE_REGEX
-from wildid.gallery.calibration import Calibration, fit_calibration
+from wildid.gallery.calibration import Calibration, fit_probability, load_calibration
+from wildid.infer.openset import OPERATING_POINTS, OperatingPoints, choose_operating_points
 from wildid.io import atomic_path
+from wildid.matching.calibration import IsotonicCalibration
 
 FORMAT = "wildid-package"
 VERSION = 1
 THUMB = 256  # longer side of gallery thumbnails, px
+# identify's default open-set decision: the gmean(BAKS, BAUS)-optimal threshold, which
+# balances recognising known animals against calling new ones new (MAP@5's optimum calls
+# most queries new when the model is unsure)
+DEFAULT_POINT = "gmean"
 MAX_MEMBER = 4 << 30  # bytes one member may unpack to
 MAX_TOTAL = 16 << 30  # bytes all members may unpack to
 MANIFEST = "manifest.json"
@@ -116,8 +122,22 @@ class Package:
         return load_config(self.root / "config.yaml")
 
     @cached_property
-    def calibration(self) -> Calibration:
-        return Calibration.from_json(json.loads((self.root / "calibration.json").read_text()))
+    def calibration(self) -> Calibration | IsotonicCalibration:
+        return load_calibration(json.loads((self.root / "calibration.json").read_text()))
+
+    def probability_threshold(self, point: str | None = None) -> float | None:
+        """The "new individual" threshold on the best candidate's calibrated probability at
+        operating point `point` ("map5" or "gmean"; None: the package's default), or None
+        for a package built before operating points were stored."""
+        points = self.meta.get("operating_points")
+        if not points:
+            return None
+        point = point or self.meta.get("operating_point") or DEFAULT_POINT
+        if point not in OPERATING_POINTS:
+            raise PackageError(
+                f"operating point {point!r}: expected one of {', '.join(OPERATING_POINTS)}."
+            )
+        return float(points[point])
 
     @property
     def threshold(self) -> float | None:
@@ -243,9 +263,18 @@ def _calibrate(
     groups: np.ndarray,
     k: int = 5,
     sample: int = 4000,
-) -> Calibration:
-    """Fit on validation queries (roles) when the run has some, else leave-one-sighting-out."""
-    from wildid.infer.retrieval import PAD, best_per_individual, group_best, search
+) -> tuple[Calibration | IsotonicCalibration, OperatingPoints | None]:
+    """The score -> probability calibration and the open-set operating points on it.
+
+    Fitted on validation queries (roles) when the run has some, else leave-one-sighting-out
+    on the gallery: each sampled photo against the photos of other sightings (known when
+    its individual has one, else new), and again against the photos of other individuals
+    (new): so every catalogue, with sighting ids or without, has new pseudo-queries to set
+    the "new individual" threshold on. The operating points (`choose_operating_points`)
+    are thresholds on the calibrated probability of the best candidate.
+    """
+    from wildid.data.competition import NEW_INDIVIDUAL
+    from wildid.infer.retrieval import PAD, Ranking, best_per_individual, group_best, search
 
     vectors = np.asarray(vectors, dtype=np.float32)
     if roles is not None and (roles == "val").any() and (roles == "train").any():
@@ -256,18 +285,41 @@ def _calibrate(
         names = np.append(ranking.individuals.astype(str), "")
         same = names[np.where(codes == PAD, len(names) - 1, codes)] == truths[val][:, None]
         valid = codes != PAD
-        return fit_calibration(scores[valid], same[valid], "validation")
+        calibration = fit_probability(scores[valid], same[valid], "validation")
+        ranked = Ranking(codes, _probabilities(calibration, scores, valid), ranking.individuals)
+        return calibration, choose_operating_points(ranked, truths[val].tolist())
     rng = np.random.default_rng(0)
     queries = np.sort(rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False))
     sims, idx = search(vectors, vectors[queries], min(len(vectors), 64), kind="exact")
-    own = groups[idx] == groups[queries][:, None]
-    sims = np.where(own, -np.inf, sims)
     individuals, codes = np.unique(labels, return_inverse=True)
-    cand, scores = group_best(sims, np.where(own, PAD, codes[idx]))
-    cand, scores = cand[:, :k], scores[:, :k]
+    own_sighting = groups[idx] == groups[queries][:, None]
+    own_individual = codes[idx] == codes[queries][:, None]
+    sightings = pd.Series(groups).groupby(labels).nunique()
+    known = sightings.loc[labels[queries]].to_numpy() > 1
+    parts, truth_rows = [], []
+    for own, role in ((own_sighting, "sighting"), (own_individual, "individual")):
+        cand, scores = group_best(np.where(own, -np.inf, sims), np.where(own, PAD, codes[idx]))
+        parts.append((cand[:, :k], scores[:, :k]))
+        truth_rows += [
+            labels[q] if role == "sighting" and is_known else NEW_INDIVIDUAL
+            for q, is_known in zip(queries, known, strict=True)
+        ]
+    width = max(p[0].shape[1] for p in parts)
+    cand = np.concatenate(
+        [np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=PAD) for c, _ in parts]
+    )
+    scores = np.concatenate(
+        [np.pad(s, ((0, 0), (0, width - s.shape[1])), constant_values=-np.inf) for _, s in parts]
+    )
     valid = (cand != PAD) & np.isfinite(scores)
-    same = cand == codes[queries][:, None]
-    return fit_calibration(scores[valid], same[valid], "leave-one-out")
+    same = cand == np.concatenate([codes[queries], codes[queries]])[:, None]
+    calibration = fit_probability(scores[valid], same[valid], "leave-one-out")
+    ranked = Ranking(cand, _probabilities(calibration, scores, valid), individuals)
+    return calibration, choose_operating_points(ranked, truth_rows)
+
+
+def _probabilities(calibration, scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    return np.where(valid, calibration.probability(np.where(valid, scores, 0.0)), -np.inf)
 
 
 def build_package(
@@ -325,7 +377,7 @@ def build_package(
         split = pd.read_csv(layout.split, dtype=str, keep_default_na=False).set_index("image")
         roles = split.loc[table["image"], "role"].to_numpy()[source]
         truths = split.loc[table["image"], "val_truth"].to_numpy()[source]
-    calibration = _calibrate(vectors, labels[source], roles, truths, groups[source])
+    calibration, points = _calibrate(vectors, labels[source], roles, truths, groups[source])
     metrics = json.loads(layout.metrics().read_text()) if layout.metrics().is_file() else {}
     members: dict[str, bytes] = {}
     thumbs = []
@@ -345,6 +397,12 @@ def build_package(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "threshold": metrics.get("threshold"),
         "threshold_source": metrics.get("threshold_source"),
+        # thresholds on the calibrated P(same) of the best candidate (identify's default
+        # decision; `threshold` above is the run's own, on the raw cosine)
+        "operating_points": None
+        if points is None
+        else {"map5": points.map5, "gmean": points.gmean},
+        "operating_point": DEFAULT_POINT,
         "val_map5": metrics.get("val_map5"),
         "crop_mode": crop_mode(config),
         "crop": config.crop.model_dump(mode="json"),

@@ -261,6 +261,8 @@ def choose_threshold(
     if not truths:
         return Threshold(None, "none")
     value = max(curve, key=lambda item: (item[1], -item[0]))[0]
+    if getattr(retrieval, "operating_point", "map5") == "gmean":
+        value = choose_operating_points(val_ranking, truths, grid=grid).gmean
     per_species = {}
     if retrieval.per_species and species_of is not None:
         per_species = tune_per_species(

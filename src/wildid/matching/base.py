@@ -14,6 +14,7 @@ matcher serves queries and leave-one-sighting-out gallery pseudo-queries alike.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -128,3 +129,29 @@ class PrecomputedMatcher(Matcher):
         g = np.array([self.gallery_index[i] for i in gallery], dtype=np.int64)
         sub = self.dense[r][:, g] if len(r) else np.zeros((0, len(g)), np.float32)
         return shortlist.gather(sub)
+
+
+class CentredMatcher(Matcher):
+    """Another matcher's scores minus the median of the row's shortlist: how far a pair
+    stands out from what the query gets from the rest of the database.
+
+    A query of a known animal has one individual rising above the crowd; a query of a new
+    one meets a flat crowd, perhaps at high cosines (a similar-looking population). The
+    row's order is unchanged; across rows, centring makes the scores of queries with
+    different similarity levels comparable, for calibration and the open-set threshold.
+    """
+
+    def __init__(self, inner: Matcher, name: str | None = None) -> None:
+        self.inner, self.name = inner, name or f"{inner.name}-centred"
+
+    def __call__(
+        self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
+    ) -> np.ndarray:
+        scores = self.inner(rows, gallery, shortlist)
+        if scores.size == 0:
+            return scores
+        finite = np.where(np.isfinite(scores), scores, np.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a row with nothing scored
+            level = np.nan_to_num(np.nanmedian(finite, axis=1), nan=0.0)
+        return (scores - level[:, None]).astype(np.float32)

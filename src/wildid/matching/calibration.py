@@ -73,6 +73,11 @@ class IsotonicCalibration:
         tie_break = SLOPE * (np.arctan((safe - self.knots[0]) / span) / np.pi + 0.5)
         return np.where(finite, np.interp(safe, self.knots, self.values) + tie_break, x)
 
+    def probability(self, scores: np.ndarray | float) -> np.ndarray:
+        """P(same) of each score; unscored (non-finite) scores get 0."""
+        p = self(scores)
+        return np.where(np.isfinite(p), p, 0.0)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "method": "isotonic",

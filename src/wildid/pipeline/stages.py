@@ -39,7 +39,7 @@ from wildid.infer.embed import (
 from wildid.io import write_csv
 from wildid.layout import RunLayout
 from wildid.models.net import EmbeddingNet
-from wildid.pipeline.evaluate import Evaluation, evaluate, evaluate_folds
+from wildid.pipeline.evaluate import Evaluation, evaluate, evaluate_folds, evaluate_rankings
 from wildid.train.checkpoints import trained_checkpoints
 from wildid.train.engine import TrainData, Trainer, distributed, load_trained, resolve_device
 
@@ -245,6 +245,7 @@ class RunResult:
     trained: Evaluation
     baseline: Evaluation | None
     seconds: dict[str, float]
+    fused: Evaluation | None = None  # with fusion.local: trained + local, calibrated
 
 
 def run(config: Config, progress: bool = True) -> RunResult:
@@ -281,11 +282,46 @@ def run(config: Config, progress: bool = True) -> RunResult:
             )
         else:
             trained = evaluate_folds("trained", config, competition, per_fold, pseudo_labels=True)
+    fused = None
+    if config.fusion.local:
+        with timer("fuse"):
+            fused = evaluate_fused(config, competition, split, per_fold, crops, progress)
     baseline = None
     if config.baseline:
         with timer("baseline"):
             baseline = run_baseline(config, competition, split, crops, device, progress)
-    return RunResult(trained, baseline, timer.seconds)
+    return RunResult(trained, baseline, timer.seconds, fused)
+
+
+def evaluate_fused(
+    config: Config,
+    competition: Competition,
+    split: pd.DataFrame,
+    per_fold: dict[int, Embeddings],
+    crops: CropSet,
+    progress: bool = True,
+) -> Evaluation:
+    """The `fused` method (`wildid.pipeline.fusion`): fold 0's embedding and local
+    keypoint matching, calibrated on fold 0's validation pairs."""
+    from wildid.pipeline.fusion import fused_rankings
+
+    embeddings = per_fold[min(per_fold)]
+    val, truths, test, threshold, extra = fused_rankings(
+        config, competition, split, embeddings, crops, progress
+    )
+    layout = RunLayout.of(config)
+    return evaluate_rankings(
+        "fused",
+        config,
+        competition,
+        val,
+        truths,
+        test,
+        layout.method("fused"),
+        layout.submission("fused"),
+        threshold=threshold,
+        extra=extra,
+    )
 
 
 class _PooledFeatures(torch.nn.Module):
