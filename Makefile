@@ -74,13 +74,19 @@ bench-detect: $(STAMP) $(MINI)/train.csv
 	$(PY) benchmarks/bench_detect.py configs/mini_detector.yaml data=$(MINI)
 
 # Re-identification quality on a real catalogue (~1 h on 2 CPU cores): closed- and open-set
-# protocols, untrained baselines, SIFT+RANSAC, the trained pipeline and their fusion.
-# Table: working/bench/quality/results.md; last line: JSON of the figures.
+# protocols, untrained baselines, local keypoints (GrabCut + RootSIFT + RANSAC), the trained
+# pipeline and their calibrated fusion, per photo and per sighting. Re-runs reuse every
+# model, feature and pair. Table: working/bench/quality/results.md (another DATA or GROUP:
+# working/bench/quality-<name>/); last line: JSON. QUALITY_ARGS: more bench_quality.py
+# options, e.g. QUALITY_ARGS='--smoke' (a few minutes) or '--flank-variants --centred'.
+QUALITY_ARGS ?=
 bench-quality: $(STAMP)
-	nice -n 10 $(PY) benchmarks/bench_quality.py --data '$(DATA)' --group '$(GROUP)'
+	nice -n 10 $(PY) benchmarks/bench_quality.py --data '$(DATA)' --group '$(GROUP)' $(QUALITY_ARGS)
 
 # What each trained-pipeline setting changes on the closed set (one variant per row, resumable;
-# not part of `make bench`: each variant trains for up to 30 min on a CPU).
+# not part of `make bench`: each variant trains for up to 30 min on a CPU). With
+# SWEEP=benchmarks/sweeps/nyala_fusion.yaml: what each fusion, local-matching, flank and
+# open-set setting does on both protocols, reusing `make bench-quality`'s models.
 SWEEP ?= benchmarks/sweeps/nyala.yaml
 bench-sweep: $(STAMP)
 	nice -n 10 $(PY) benchmarks/sweep_quality.py --variants '$(SWEEP)' --data '$(DATA)' --group '$(GROUP)'

@@ -126,14 +126,20 @@ LEVELS = ("photo", "sighting", "both")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="../shared/datasets/nyala")
-    p.add_argument("--group", default=r"^(\d+)_", help="sighting regex; '' = photo per group")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--group", default=DEFAULT_GROUP, help="sighting regex; '' = photo per group")
     p.add_argument(
         "--side-regex",
         default=r"_(left|right)",
         help="flank in the file name; '' = compare every pair",
     )
-    p.add_argument("--out", default="working/bench/quality")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="working folder (default: working/bench/quality for nyala with its sighting "
+        "regex, working/bench/quality-<catalogue>[-nogroup] for any other catalogue or regex: "
+        "one folder per import, so cached models never meet another split)",
+    )
     p.add_argument("--config", default="configs/nyala.yaml")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crop", choices=("cam", "whole"), default="cam")
@@ -239,6 +245,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides for the trained pipeline")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = default_out(args.data, args.group, args.subset or (60 if args.smoke else 0))
     if args.per_sighting:
         args.level = "both"
     if args.smoke:
@@ -250,6 +258,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 SMOKE_OVERRIDES = ("train.epochs=2", "train.image_size=128", "crop.size=192")
+DEFAULT_DATA, DEFAULT_GROUP = "../shared/datasets/nyala", r"^(\d+)_"
+
+
+def default_out(data: str, group: str, subset: int = 0) -> str:
+    """working/bench/quality for the default catalogue and sighting regex, else a folder
+    named by the catalogue (and -nogroup, -group<hash>, -subset<n>)."""
+    if Path(data) == Path(DEFAULT_DATA) and group == DEFAULT_GROUP and not subset:
+        return "working/bench/quality"
+    name = Path(data).resolve().name or "catalogue"
+    if not group:
+        name += "-nogroup"
+    elif group != DEFAULT_GROUP:
+        name += f"-group{fingerprint(group)[:6]}"
+    if subset:
+        name += f"-subset{subset}"
+    return f"working/bench/quality-{name}"
 
 
 class Timer:

@@ -317,6 +317,15 @@ class Config(Section):
     pseudo: PseudoConfig = PseudoConfig()
     check: CheckConfig = CheckConfig()
 
+    @model_validator(mode="after")
+    def _fusion_needs_validation(self) -> Config:
+        if self.fusion.local and self.train.val_fraction == 0 and self.train.folds == 1:
+            raise ValueError(
+                "fusion.local needs validation queries to calibrate on: set "
+                "train.val_fraction > 0 (or fusion.local=false)."
+            )
+        return self
+
     def section_dict(self, *names: str) -> dict[str, Any]:
         """The named sections as plain data: the fingerprint a stage's cache depends on."""
         dump = self.model_dump(mode="json")

@@ -99,3 +99,42 @@ def test_the_sweep_runs_as_a_script_without_editing_sys_path() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--variants" in done.stdout
+
+
+def test_a_benchmark_variant_runs_bench_quality_in_the_shared_folder_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A variant with `bench:` arguments is one bench_quality run in --bench-out (so the
+    models `make bench-quality` left there are reused), tagged with its name; its row keeps
+    the figures of the --bench-methods rows and their variants, and a re-run skips it."""
+    calls: list[list[str]] = []
+    row = {"top1": 0.3, "map5": 0.4, "s": 1.0}
+    open_row = {"map5": 0.6, "baks": 0.3, "baus": 0.5, "gmean": 0.39, "s": 1.0}
+    labels = ["trained", "trained+local", "trained+local [sighting]", "imagenet_x", "local"]
+
+    def fake_main(argv: list[str]) -> dict:
+        calls.append(argv)
+        return {"closed": dict.fromkeys(labels, row), "open": dict.fromkeys(labels, open_row)}
+
+    monkeypatch.setattr(sweep_quality.bq, "main", fake_main)
+    variants = tmp_path / "fusion.yaml"
+    variants.write_text("- {name: box, bench: [--local-mask, box]}\n")
+    args = [
+        "--variants",
+        str(variants),
+        "--out",
+        str(tmp_path / "sweep"),
+        "--bench-out",
+        str(tmp_path / "quality"),
+        "--no-progress",
+    ]
+    (result,) = sweep_quality.main(args)
+    argv = calls[0]
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "quality")
+    assert argv[argv.index("--tag") + 1] == "box" and argv[-2:] == ["--local-mask", "box"]
+    assert set(result["closed"]) == {"trained", "trained+local", "trained+local [sighting]"}
+    assert result["open"]["trained+local"]["gmean"] == 0.39 and result["bench"][0] == "--local-mask"
+    assert sweep_quality.main(args) == [result] and len(calls) == 1  # finished: not run again
+    variants.write_text("- {name: box, bench: [--local-mask, grabcut]}\n")  # edited: runs
+    sweep_quality.main(args)
+    assert len(calls) == 2

@@ -66,8 +66,76 @@ def test_extract_paths_caches_and_match_pairs_scores_candidates(tmp_path: Path) 
     counts = match_pairs([first[0]], first, [[2, 1]], config, workers=1, progress=False)
     assert counts[0].shape == (2,)
     assert counts[0][1] > counts[0][0]
+    # a photo reached through a link (another protocol's import) is the same entry, and
+    # matching-only settings reuse the keypoints
+    link = tmp_path / "link.png"
+    link.symlink_to(paths[0])
+    stricter = LocalConfig(size=256, features=300, ratio=0.7, model="affine")
+    extract_paths([str(link)], config=stricter, cache_dir=tmp_path / "cache", progress=False)
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3
 
 
 def test_mismatched_boxes_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="boxes"):
         extract_paths(["a.png", "b.png"], [None], cache_dir=tmp_path, progress=False)
+
+
+def _scene(seed: int, animal: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A flat-coloured "animal" carrying a pattern, on a textured background (bushes and
+    rocks), and a box around it with background inside its corners."""
+    rng = np.random.default_rng(seed)
+    scene = _texture(100 + seed, 320)  # busy, colourful background
+    scene = cv2.GaussianBlur(scene, (3, 3), 0)
+    h, w = animal.shape[:2]
+    y, x = int(rng.integers(70, 90)), int(rng.integers(80, 100))
+    ellipse = np.zeros((h, w), np.uint8)
+    cv2.ellipse(ellipse, (w // 2, h // 2), (w // 2 - 2, h // 2 - 2), 0, 0, 360, 255, -1)
+    region = scene[y : y + h, x : x + w]
+    region[ellipse > 0] = animal[ellipse > 0]
+    return scene, (x - 30, y - 30, x + w + 30, y + h + 30)
+
+
+def _animal() -> np.ndarray:
+    """Brown coat with white stripes and spots: few colours, unlike the background."""
+    animal = np.full((140, 160, 3), (40, 80, 140), np.uint8)
+    rng = np.random.default_rng(7)
+    for x in rng.integers(10, 150, 12):
+        cv2.line(
+            animal, (int(x), 5), (int(x) + int(rng.integers(-15, 15)), 135), (230, 230, 230), 2
+        )
+    for _ in range(10):
+        cx, cy = (int(v) for v in rng.integers(10, 130, 2))
+        cv2.circle(animal, (cx, cy), 3, (235, 235, 235), -1)
+    return animal
+
+
+def test_grabcut_mask_removes_background_keypoints_inside_the_box() -> None:
+    from wildid.matching.local import foreground_mask
+
+    scene, box = _scene(0, _animal())
+    config = LocalConfig(size=256, features=800, clahe=False)
+    mask = foreground_mask(scene, box, config)
+    x1, y1, x2, y2 = box
+    inside = mask[y1:y2, x1:x2] > 0
+    assert 0.2 < inside.mean() < 0.9  # the animal, not the whole box
+    assert mask[: y1 - 5].sum() == 0  # nothing above the box
+
+    def on_background(c: LocalConfig) -> float:
+        """Share of keypoints (back in photo pixels) off the animal's ellipse."""
+        grey_region = scene[y1:y2, x1:x2]
+        features = extract(scene, box, c)
+        truth = np.zeros(grey_region.shape[:2], np.uint8)
+        cv2.ellipse(truth, (30 + 80, 30 + 70), (78, 68), 0, 0, 360, 255, -1)
+        ys, xs = np.nonzero(mask) if c.mask == "grabcut" else (None, None)
+        if c.mask == "grabcut":
+            ox, oy = int(xs.min()), int(ys.min())
+            scale = c.size / max(int(ys.max()) + 1 - oy, int(xs.max()) + 1 - ox)
+        else:
+            ox, oy = x1, y1
+            scale = c.size / max(y2 - y1, x2 - x1)
+        px = (features.xy / scale + (ox - x1, oy - y1)).astype(int)
+        px = np.clip(px, 0, np.array(truth.shape[::-1]) - 1)
+        return float((truth[px[:, 1], px[:, 0]] == 0).mean())
+
+    assert on_background(LocalConfig(size=256, features=800, clahe=False, mask="box")) > 0.4
+    assert on_background(config) < 0.15

@@ -226,9 +226,11 @@ def calibration(
     open-set threshold on. `min_new` tops them up: further individuals (seeded, none of
     the sampled rows' own) are held out whole, up to `per_new` of their photos each
     becoming new pseudo-queries with every photo of their individual masked, until at
-    least `min_new` individuals play new. A model tuned on the calibration must then not
-    train on any photo of those individuals either (`calibration_images` reads it from
-    the mask), just as the open protocol's new individuals are never trained on.
+    least `min_new` individuals play new; when the sample already shows nearly every
+    individual, sampled ones are held out whole instead (their rows turn new). A model
+    tuned on the calibration must then not train on any photo of those individuals either
+    (`calibration_images` reads it from the mask), just as the open protocol's new
+    individuals are never trained on.
     """
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.permutation(len(gallery))[: min(n, len(gallery))])
@@ -237,21 +239,31 @@ def calibration(
     sightings = gallery.groupby("individual_id")["group"].nunique()
     truths = [ids[r] if sightings[ids[r]] > 1 else NEW_INDIVIDUAL for r in rows]
     same = (ids[rows][:, None] == ids[None, :]) & (groups[rows][:, None] == groups[None, :])
+    mask = ~same
     new_now = {ids[r] for r, t in zip(rows, truths, strict=True) if t == NEW_INDIVIDUAL}
     if len(new_now) >= min_new:
-        return Calibration(rows, truths, ~same)
+        return Calibration(rows, truths, mask)
+    # Individuals to hold out whole: those no sampled row shows first (their photos join
+    # as new rows), then sampled ones (their rows turn new), seeded.
     taken = set(ids[rows])
-    spare = [i for i in sightings.index[rng.permutation(len(sightings))] if i not in taken]
+    order = [i for i in sightings.index[rng.permutation(len(sightings))] if i not in new_now]
+    order = [i for i in order if i not in taken] + [i for i in order if i in taken]
     extra_rows: list[int] = []
-    for individual in spare[: min_new - len(new_now)]:
-        photos = np.flatnonzero(ids == individual)
-        extra_rows += sorted(rng.permutation(photos)[:per_new].tolist())
+    truths = list(truths)
+    for individual in order[: min_new - len(new_now)]:
+        if individual in taken:
+            for k in np.flatnonzero(ids[rows] == individual):
+                truths[k] = NEW_INDIVIDUAL
+                mask[k] = ids != individual
+        else:
+            photos = np.flatnonzero(ids == individual)
+            extra_rows += sorted(rng.permutation(photos)[:per_new].tolist())
     extra = np.array(extra_rows, dtype=np.int64)
     whole = ids[extra][:, None] == ids[None, :]
     return Calibration(
         np.concatenate([rows, extra]),
         truths + [NEW_INDIVIDUAL] * len(extra),
-        np.concatenate([~same, ~whole]),
+        np.concatenate([mask, ~whole]),
     )
 
 

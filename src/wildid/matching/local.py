@@ -237,7 +237,9 @@ def extraction_key(config: LocalConfig) -> dict:
 
 
 def _cache_file(cache_dir: Path, path: str, box: Box | None, config: LocalConfig) -> Path:
-    key = cache.fingerprint(extraction_key(config), cache.file_identity(path), box)
+    # By the file linked to: one photo imported twice (two protocols' symlinks) is one entry.
+    real = os.path.realpath(path)
+    key = cache.fingerprint(extraction_key(config), cache.file_identity(real), box)
     return cache_dir / key[:2] / f"{key}.npz"
 
 
