@@ -102,16 +102,16 @@ from wildid.infer.retrieval import Ranking
 from wildid.io import atomic_path, write_csv, write_text
 from wildid.layout import RunLayout
 from wildid.matching.base import CentredMatcher, CosineMatcher, Matcher, Shortlist
-from wildid.matching.calibration import IsotonicCalibration
 from wildid.matching.fusion import (
     CalibratedFusion,
     FusedScores,
     LocalMatcher,
     PairCache,
+    choose_weights,
     rank_shortlist,
     same_pairs,
 )
-from wildid.matching.local import MASKS, LocalConfig, extract_paths
+from wildid.matching.local import MASKS, MODELS, LocalConfig, extract_paths
 from wildid.matching.sightings import (
     one_individual_per_sighting,
     pool_by_sighting,
@@ -188,11 +188,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keypoints on the GrabCut foreground of the box, or anywhere in the box",
     )
     p.add_argument("--local-features", type=int, default=LocalConfig().features)
+    p.add_argument("--local-size", type=int, default=LocalConfig().size, help="region px")
+    p.add_argument("--local-model", choices=MODELS, default=LocalConfig().model)
+    p.add_argument(
+        "--local-upright",
+        action=argparse.BooleanOptionalAction,
+        default=LocalConfig().upright,
+        help="descriptors at orientation 0 (animals stand upright)",
+    )
+    p.add_argument(
+        "--local-mutual",
+        action=argparse.BooleanOptionalAction,
+        default=LocalConfig().mutual,
+        help="keep only mutual nearest-neighbour matches",
+    )
     p.add_argument(
         "--local-normalise",
         choices=("query", "none"),
         default="query",
         help="local scores over the query's shortlist median (against the database), or raw",
+    )
+    p.add_argument(
+        "--fusion-weights",
+        choices=("auto", "equal"),
+        default="auto",
+        help="matchers' weights in the fused mean: chosen on the calibration rows (auto), "
+        "or equal (WildFusion's plain mean)",
     )
     p.add_argument(
         "--flank-variants",
@@ -610,20 +631,26 @@ def calibrations_of(
     cal_scores: FusedScores,
     protocol: Protocol,
     cal: Calibration,
+    args: argparse.Namespace,
     keep: np.ndarray | None = None,
-) -> dict[str, IsotonicCalibration]:
-    """Each matcher's isotonic calibration on the calibration rows' shortlisted pairs
-    (those of them in `keep`)."""
+) -> CalibratedFusion:
+    """The method fitted on the calibration rows' shortlisted pairs (those of them in
+    `keep`): each matcher's isotonic calibration, and with `--fusion-weights auto` the
+    matchers' weights (`choose_weights`, on the same rows)."""
     ids = protocol.gallery["individual_id"].to_numpy()
     rows = np.arange(len(cal.rows)) if keep is None else np.flatnonzero(keep)
     scored = cal_scores.take(rows)
-    same = same_pairs(scored.shortlist, ids, [cal.truths[r] for r in rows])
+    truths = [cal.truths[r] for r in rows]
+    same = same_pairs(scored.shortlist, ids, truths)
     source = (
         "trained-on calibration rows (inflated)"
         if trains_on_calibration(protocol)
         else "held-out calibration rows"
     )
-    return fusion.fit(scored, same, source).calibrations
+    fitted = fusion.fit(scored, same, source)
+    if args.fusion_weights == "auto":
+        fitted = fitted.with_weights(choose_weights(fusion, scored, same, ids, truths))
+    return fitted
 
 
 def open_figures(
@@ -642,15 +669,14 @@ def evaluate_method(
     protocol: Protocol,
     cal: Calibration,
     scored: tuple[FusedScores, FusedScores, CalibratedFusion],
-    calibrations: dict[str, IsotonicCalibration],
+    fitted: CalibratedFusion,
     args: argparse.Namespace,
 ) -> dict[str, dict]:
     """Stages 3-4: calibrate, fuse, rank; closed-set figures, or open-set figures at both
     operating points (chosen on the calibration rows). One entry per level."""
     g, q = protocol.gallery, protocol.queries
     ids = g["individual_id"].to_numpy()
-    q_raw, c_raw, fusion = scored
-    fitted = CalibratedFusion(fusion.matchers, calibrations, fusion.weights)
+    q_raw, c_raw, _ = scored
     q_fused, c_fused = fitted.calibrate(q_raw), fitted.calibrate(c_raw)
     weights = None if args.new_share is None else share_weights(cal.truths, args.new_share)
     levels: dict[str, tuple[Ranking, Ranking, list[str], np.ndarray | None]] = {}
@@ -680,7 +706,8 @@ def evaluate_method(
             **open_figures(q_rank, protocol.truths, points),
             "calibration": {p: points.at(p) for p in ("map5", "gmean")},
         }
-    out["calibrations"] = {n: c.to_json() for n, c in calibrations.items()}  # type: ignore[assignment]
+    out["calibrations"] = {n: c.to_json() for n, c in fitted.calibrations.items()}
+    out["weights"] = dict(zip(fitted.names, fitted.weights, strict=True))
     return out
 
 
@@ -691,22 +718,22 @@ def evaluate_protocol(
     matchers: dict[str, Matcher],
     args: argparse.Namespace,
     timer: Timer,
-    given: dict[str, dict[str, IsotonicCalibration]] | None = None,
+    given: dict[str, CalibratedFusion] | None = None,
     closed_queries: Collection[str] = (),
-) -> tuple[dict[str, dict], dict[str, dict[str, IsotonicCalibration]]]:
+) -> tuple[dict[str, dict], dict[str, CalibratedFusion]]:
     """Every method's figures on one protocol, and (with `closed_queries`, open protocol)
-    each method's calibrations for the closed protocol: fitted on the calibration rows
-    whose photos are not closed queries, so no closed query's label touches them.
-    `given` (closed protocol): those calibrations, used instead of its own inflated ones."""
+    each method fitted for the closed protocol: calibrations and weights fitted on the
+    calibration rows whose photos are not closed queries, so no closed query's label
+    touches them. `given` (closed protocol): those, used instead of its own inflated ones."""
     results: dict[str, dict] = {}
-    for_closed: dict[str, dict[str, IsotonicCalibration]] = {}
+    for_closed: dict[str, CalibratedFusion] = {}
     rows = protocol.gallery["image"].iloc[cal.rows]
     for method in methods(args):
         if any(m not in matchers for m in method.matchers) or method.priority not in features:
             continue
         with timer(f"{method.name} {protocol.name}"):
             scored = score_method(method, protocol, cal, features, matchers, args.shortlist)
-            own = calibrations_of(scored[2], scored[1], protocol, cal)
+            own = calibrations_of(scored[2], scored[1], protocol, cal, args)
             use, source = own, "own calibration rows"
             if given is not None and method.name in given:
                 use, source = given[method.name], "open run's held-out calibration rows"
@@ -714,7 +741,9 @@ def evaluate_protocol(
             results[method.name]["calibration_source"] = source
             if closed_queries:
                 keep = ~rows.isin(set(closed_queries)).to_numpy()
-                for_closed[method.name] = calibrations_of(scored[2], scored[1], protocol, cal, keep)
+                for_closed[method.name] = calibrations_of(
+                    scored[2], scored[1], protocol, cal, args, keep
+                )
         inputs = [k.format(p=protocol.name) for k in method.inputs]
         results[method.name]["seconds"] = round(
             sum(timer.seconds.get(k, 0.0) for k in [*inputs, f"{method.name} {protocol.name}"]),
@@ -899,7 +928,14 @@ def main(argv: list[str] | None = None) -> dict:
                 shared[f"imagenet_{backbone}"] = untrained_features(
                     backbone, files, size, args.workers, progress, out
                 )
-    local = LocalConfig(features=args.local_features, mask=args.local_mask)
+    local = LocalConfig(
+        size=args.local_size,
+        features=args.local_features,
+        mask=args.local_mask,
+        model=args.local_model,
+        upright=args.local_upright,
+        mutual=args.local_mutual,
+    )
     pairs = None
     if "local" in needed:
         with timer("local extract"):
@@ -919,7 +955,7 @@ def main(argv: list[str] | None = None) -> dict:
             out / "cache" / f"pairs_{args.crop}_{fingerprint(asdict(local))}.csv",
         )
     results: dict[str, dict] = {}
-    for_closed: dict[str, dict[str, IsotonicCalibration]] | None = None
+    for_closed: dict[str, CalibratedFusion] | None = None
     # Open first: the closed protocol takes its calibrations from the open run's held-out
     # calibration rows that are not closed queries.
     for name in sorted(protocols, key=lambda n: n != "open"):
@@ -974,7 +1010,9 @@ def main(argv: list[str] | None = None) -> dict:
         "individuals": photos["individual_id"].nunique(),
         "crop": args.crop,
         "shortlist": args.shortlist,
-        "local": f"mask {local.mask}, {local.features} keypoints, normalise {args.local_normalise}",
+        "local": f"mask {local.mask}, {local.size} px, {local.features} keypoints, "
+        f"{'upright' if local.upright else 'oriented'}, {local.model}"
+        f"{', mutual' if local.mutual else ''}, normalise {args.local_normalise}",
         "calibration": args.calibration,
         "calibration_new": args.calibration_new,
         "new_share": args.new_share,

@@ -251,6 +251,9 @@ class FusionConfig(Section):
     features: int = Field(600, ge=8)  # keypoints per image
     size: int = Field(256, ge=32)  # longer side of the region keypoints are found in, px
     normalise: Literal["query", "none"] = "query"  # inliers over the query's shortlist median
+    # the matchers' weights in the mean: auto, chosen on validation (cross-fitted), turns
+    # down a matcher that only adds noise; equal: WildFusion's plain mean
+    weights: Literal["auto", "equal"] = "auto"
     workers: int = Field(2, ge=1)  # processes matching pairs
 
 

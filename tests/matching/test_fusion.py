@@ -237,3 +237,31 @@ def test_pair_cache_matches_each_pair_once_and_keeps_counts_on_disk(
         [-1, 21, -1],
     ]
     assert len(calls) == n
+
+
+def test_weights_turn_down_a_matcher_that_only_adds_noise() -> None:
+    """An imperfect global matcher and a second one that is pure noise, or an independent
+    signal: chosen on the calibration rows alone, the noise gets a small weight (at most
+    a quarter), the signal a real one."""
+    rng = np.random.default_rng(0)
+    ids = np.repeat([f"i{k}" for k in range(40)], 2)  # gallery: 40 individuals x 2 photos
+    truths = [f"i{k % 40}" for k in range(120)]
+    same = ids[None, :] == np.array(truths)[:, None]
+    global_ = np.where(same, rng.normal(0.55, 0.1, same.shape), rng.normal(0.4, 0.1, same.shape))
+    noise = rng.random(same.shape)
+    signal = np.where(same, rng.normal(0.6, 0.15, same.shape), rng.normal(0.4, 0.15, same.shape))
+    rows, gallery = [f"c{k}" for k in range(120)], [f"g{k}" for k in range(80)]
+    listed = Shortlist.top(global_, 30)
+    labels = same_pairs(listed, ids, truths)
+    chosen = {}
+    for name, other in (("noise", noise), ("signal", signal)):
+        model = CalibratedFusion(
+            [
+                PrecomputedMatcher(global_.astype(np.float32), rows, gallery, "global"),
+                PrecomputedMatcher(other.astype(np.float32), rows, gallery, name),
+            ]
+        )
+        scored = model.score(rows, gallery, listed)
+        chosen[name] = fusion.choose_weights(model, scored, labels, ids, truths)
+    assert chosen["noise"][0] == 1.0 and chosen["noise"][1] <= 0.25
+    assert chosen["signal"][1] >= 0.5

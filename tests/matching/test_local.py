@@ -139,3 +139,19 @@ def test_grabcut_mask_removes_background_keypoints_inside_the_box() -> None:
 
     assert on_background(LocalConfig(size=256, features=800, clahe=False, mask="box")) > 0.4
     assert on_background(config) < 0.15
+
+
+def test_mutual_matches_are_ratio_matches_both_ways() -> None:
+    from wildid.matching.local import ratio_matches
+
+    config = LocalConfig(size=256, features=400)
+    a, b = (extract(img, config=config) for img in (_texture(5), _warp(_texture(5))))
+    src, dst = ratio_matches(a, b, config)
+    msrc, mdst = ratio_matches(a, b, LocalConfig(size=256, features=400, mutual=True))
+    assert 0 < len(msrc) <= len(src)
+    assert set(zip(msrc.tolist(), mdst.tolist(), strict=True)) <= set(
+        zip(src.tolist(), dst.tolist(), strict=True)
+    )
+    back_src, back_dst = ratio_matches(b, a, LocalConfig(size=256, features=400, ratio=1.0))
+    nearest_back = dict(zip(back_src.tolist(), back_dst.tolist(), strict=True))
+    assert all(nearest_back.get(d) == s for s, d in zip(msrc.tolist(), mdst.tolist(), strict=True))

@@ -3,12 +3,13 @@
 Each validation query is shortlisted by the run's embedding (its top `fusion.shortlist`
 photos of the split's training part), matched there by RootSIFT keypoints on the animal
 (`wildid.matching.local`, on the crops the model saw), and both scores are calibrated
-into P(same individual) on those labelled validation pairs (`CalibratedFusion.fit`); the
-test queries are shortlisted against all of train and scored with the same calibrations.
-Individuals are ranked by their best shortlisted photo's fused probability, and the open-set
-threshold is the `retrieval.operating_point` one (MAP@5- or gmean-optimal) on the fused
-validation ranking. Outputs: the `fused` method's metrics.json, threshold plot and
-submission, where the run layout puts them (`RunLayout.method("fused")`).
+into P(same individual) on those labelled validation pairs (`CalibratedFusion.fit`), the
+matchers' weights chosen there too (`fusion.weights`, `choose_weights`); the test
+queries are shortlisted against all of train and scored with the same calibrations.
+Individuals are ranked by their best shortlisted photo's fused probability, and the
+open-set threshold is the `retrieval.operating_point` one (MAP@5- or gmean-optimal) on
+the fused validation ranking. Outputs: the `fused` method's metrics.json, threshold plot
+and submission, where the run layout puts them (`RunLayout.method("fused")`).
 
 Keypoints are cached per crop under <working>/cache/local and pair inlier counts in
 <run>/fusion/, so a re-run (another threshold rule, say) matches nothing again.
@@ -35,6 +36,7 @@ from wildid.matching.fusion import (
     CalibratedFusion,
     LocalMatcher,
     PairCache,
+    choose_weights,
     rank_shortlist,
     same_pairs,
 )
@@ -109,7 +111,10 @@ def fused_rankings(
     val_list = _shortlist(train_vectors[fit], train_vectors[val], config)
     val_scored = fusion.score([train_names[i] for i in val], fit_names, val_list)
     truths = split.set_index("image").loc[train["image"].iloc[val], "val_truth"].tolist()
-    fitted = fusion.fit(val_scored, same_pairs(val_list, labels[fit], truths), "validation")
+    same = same_pairs(val_list, labels[fit], truths)
+    fitted = fusion.fit(val_scored, same, "validation")
+    if config.fusion.weights == "auto":
+        fitted = fitted.with_weights(choose_weights(fusion, val_scored, same, labels[fit], truths))
     val_fused = fitted.calibrate(val_scored)
     test_list = _shortlist(train_vectors, test_vectors, config)
     test_fused = fitted(test_names, train_names, test_list)
@@ -124,6 +129,7 @@ def fused_rankings(
     )
     extra = {
         "calibrations": {n: c.to_json() for n, c in fitted.calibrations.items()},
+        "weights": dict(zip(fitted.names, fitted.weights, strict=True)),
         "operating_points": {"map5": points.map5, "gmean": points.gmean},
         "shortlist": config.fusion.shortlist,
         "local": asdict(local),
