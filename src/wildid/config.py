@@ -214,10 +214,11 @@ class RetrievalConfig(Section):
     k: int = Field(50, ge=1)  # neighbours searched per query before grouping by individual
     threshold: float | None = None  # new_individual threshold; None: tune on validation
     threshold_grid: list[float] = [round(0.05 * i, 2) for i in range(-2, 21)]
-    # "flat": exact inner product (faiss's flat index, or torch products where faiss is not
-    # installed); "exact": torch products always; "ivf"/"hnsw": faiss approximate, for
-    # galleries too large for exact search; "bf16": bfloat16 brute force + exact rescoring,
-    # fast on CPUs with AVX512-BF16.
+    # "flat": exact inner product on the fastest exact backend here (faiss-gpu or torch on
+    # a GPU; on a CPU float32 torch, certified bfloat16 or faiss flat, chosen by a probe:
+    # wildid.infer.exact); "exact": float32 torch always; "bf16": certified bfloat16
+    # always (exact too; fast on CPUs with AVX512-BF16 or AMX); "ivf"/"hnsw": faiss
+    # approximate, for galleries too large for exact search.
     index: Literal["flat", "exact", "ivf", "hnsw", "bf16"] = "flat"
     nlist: int | None = Field(None, ge=1)  # IVF cells (None: sqrt(gallery size))
     nprobe: int = Field(32, ge=1)  # IVF cells visited per query

@@ -41,6 +41,7 @@ from wildid.data.transforms import eval_transform
 from wildid.errors import RunConflictError
 from wildid.evaluation.metrics import map_at_k
 from wildid.infer.embed import embed_paths
+from wildid.infer.exact import cpu_has_native_bf16
 from wildid.infer.openset import predict, tune_threshold
 from wildid.infer.retrieval import rank_individuals
 from wildid.io import atomic_path, write_csv
@@ -98,15 +99,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: without them bf16 autocast on a CPU is emulated, and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
