@@ -160,6 +160,12 @@ class RunLayout:
     def crops(self, key: str) -> Path:
         return self.working / "crops" / key
 
+    @property
+    def pixels(self) -> Path:
+        """Letterboxed crops as uint8 arrays (wildid.data.pixels), shared by this folder's
+        runs."""
+        return self.working / "cache" / "pixels"
+
     def detector(self, run: str) -> Path:
         return self.working / "detect" / run
 

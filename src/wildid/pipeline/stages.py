@@ -26,11 +26,13 @@ from wildid.crop.detector.train import Detector
 from wildid.data.check import apply_policy, check_competition
 from wildid.data.competition import Competition, load_competition
 from wildid.data.folds import fold_split, make_folds, read_folds
+from wildid.data.pixels import cached_pixels, pixel_bytes
 from wildid.data.transforms import eval_transform
 from wildid.infer.embed import (
     Embeddings,
     combine_views,
     embed_kind,
+    embed_pixels,
     embed_views,
     flip_mode,
     weights_digest,
@@ -187,7 +189,16 @@ def embed(
     device = resolve_device(config.train.device)
     mode = flip_mode(ec.flip_tta)
 
+    tc = config.train
+    pixels_dir = RunLayout.of(config).pixels
+
     def embedder(paths: list[str], desc: str) -> tuple[np.ndarray, np.ndarray | None]:
+        if pixel_bytes(len(paths), tc.image_size) <= tc.cache_gb * 2**30:
+            pixels = cached_pixels(paths, tc.image_size, pixels_dir, tc.num_workers, progress)
+            flip = mode != "none"
+            return embed_pixels(
+                forward, pixels, forward.mean_std, ec.batch_size, flip, device, desc, progress
+            )
         return embed_views(
             forward,
             paths,
