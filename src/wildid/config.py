@@ -188,6 +188,8 @@ class TrainConfig(Section):
     fold_ids: list[int] | None = None  # folds to train (None: all of them)
     accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # EMA of weights; None: off
+    # validate (and keep the best epoch) every N epochs and after the last; 1: every epoch
+    val_every: int = Field(1, ge=1)
     sampler: Literal["random", "m_per_class"] = "random"
     m_per_class: int = Field(4, ge=2)  # images per individual in a batch (m_per_class)
     # decoded, letterboxed training images are held in RAM when they fit in this budget

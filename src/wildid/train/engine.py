@@ -467,6 +467,12 @@ class Trainer:
             "val_threshold": threshold,
         }
 
+    def _validates(self) -> bool:
+        """Whether the epoch being finished is validated: every `train.val_every`-th and
+        the last (an epoch without validation never replaces a validated best)."""
+        tc = self.config.train
+        return (self.epoch + 1) % tc.val_every == 0 or self.epoch + 1 == tc.epochs
+
     def _embed(self, paths: list[str]) -> np.ndarray:
         """Validation embeddings: from the decoded crops when they fit the cache (no
         decoding, no workers), else decoded from disk by the loader workers."""
@@ -500,7 +506,7 @@ class Trainer:
                 "seconds": round(seconds, 1),
                 "img_per_s": round(images / max(seconds, 1e-9), 1),
                 "lr": self.optimizer.param_groups[0]["lr"],
-                **self.validate(progress),
+                **(self.validate(progress) if self._validates() else {}),
             }
             self.epoch += 1
             self.history.append(row)
