@@ -116,6 +116,16 @@ def _nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def figures_frame(figures: RunFigures) -> pd.DataFrame:
+    """The overall figures as a table: one row per figure (its label), one column per set."""
+    keys = (*COUNTS, *FIGURES)
+    labels = [FIGURES[k][0] if k in FIGURES else k.replace("_", " ") for k in keys]
+    return pd.DataFrame(
+        {name: [qs.overall.get(k) for k in keys] for name, qs in figures.sets.items()},
+        index=pd.Index(labels, name="figure"),
+    )
+
+
 # --------------------------------------------------------------------------- per query
 
 

@@ -1,7 +1,7 @@
 """The report's plots as matplotlib Figures: training curves, threshold curve, map.
 
-Bare `Figure`s, never pyplot (as wildid.evaluation.plots): no backend switch, so a
-notebook can show them inline (`display(fig)`) and the report saves them (`save_png`).
+Bare `Figure`s, never pyplot (as wildid.evaluation.plots): no backend switch; a notebook
+shows them with `show(fig)` and the report saves them (`save_png`).
 A reference run, when given, is drawn into the same axes (dashed) so the two read as one.
 """
 
@@ -33,6 +33,18 @@ def save_png(fig, path: str | Path, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return path
+
+
+def show(fig, dpi: int = 110) -> None:
+    """Show a Figure in a notebook as the PNG the report embeds (whatever the backend:
+    a bare Figure has no inline display until pyplot has drawn something)."""
+    import io
+
+    from IPython.display import Image, display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    display(Image(data=buffer.getvalue()))
 
 
 CURVES = (
