@@ -16,7 +16,7 @@ import pandas as pd
 from wildid.io import atomic_path
 from wildid.report.embedding_map import EmbeddingMap
 
-TOP_INDIVIDUALS = 10  # the map colours the most photographed individuals, greys the rest
+TOP_INDIVIDUALS = 9  # the map colours the most photographed individuals, greys the rest
 GREY = "#c8c8c8"
 
 
@@ -115,11 +115,16 @@ def threshold_curve(
     return fig
 
 
-def _colours(labels: pd.Series, top: list[str]) -> dict[str, object]:
+def _colours(names: list[str]) -> dict[str, object]:
+    """A colour per name, never the grey of the other points (tab10 for up to 9 names,
+    else tab20; both without their greys), cycling past the palette's end."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if len(top) <= 10 else "tab20"]
-    return {name: cmap(i % cmap.N) for i, name in enumerate(top)}
+    if len(names) <= 9:
+        palette = [colormaps["tab10"](i) for i in range(10) if i != 7]
+    else:
+        palette = [colormaps["tab20"](i) for i in range(20) if i not in (14, 15)]
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 def embedding_map_figure(emb_map: EmbeddingMap, title: str = "", top: int = TOP_INDIVIDUALS):
@@ -133,12 +138,8 @@ def embedding_map_figure(emb_map: EmbeddingMap, title: str = "", top: int = TOP_
     chosen = counts["individual_id"].head(top).tolist()
     species = sorted(points["species"].unique())
     palettes = (
-        (
-            "individual_id",
-            _colours(points["individual_id"], chosen),
-            f"top {len(chosen)} individuals",
-        ),
-        ("species", _colours(points["species"], species), "species"),
+        ("individual_id", _colours(chosen), f"top {len(chosen)} individuals"),
+        ("species", _colours(species), "species"),
     )
     for ax, (column, colours, heading) in zip(axes, palettes, strict=True):
         colour = points[column].map(colours)
