@@ -117,6 +117,8 @@ def test_compare_two_runs_prints_and_writes_one_table(runs, tmp_path: Path) -> N
     default = _invoke("compare", "tiny-a", "tiny-b", "--working", runs.working)
     assert default.exit_code == 0, default.output
     assert (runs.working / "compare" / "tiny-a_vs_tiny-b.csv").is_file()
+    alone = _invoke("compare", "tiny-a", "--working", runs.working)
+    assert alone.exit_code == 2 and alone.output.startswith("error: compare needs two runs")
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,17 @@ from typing import Any
 
 import pandas as pd
 
+from wildid.errors import WildidError
 from wildid.io import write_csv
 from wildid.layout import RunLayout
 from wildid.report.collect import read_run
 from wildid.report.figures import FIGURES, run_figures
 
 HIGHER_IS_BETTER = {"embedding.ami", "embedding.nmi", "training.best_val_map5"}
+
+
+class CompareError(WildidError, ValueError):
+    """`wildid compare` was given fewer than two runs."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,11 @@ def _columns(layouts: Sequence[RunLayout]) -> list[str]:
 
 def compare_runs(layouts: Sequence[RunLayout]) -> Comparison:
     """The table of `layouts`' figures and differing settings (module docstring)."""
+    if len(layouts) < 2:
+        raise CompareError(
+            f"compare needs two runs or more, got {len(layouts)}; for one run's figures: "
+            "wildid report RUN"
+        )
     columns = _columns(layouts)
     figures = [run_scalars(layout) for layout in layouts]
     settings = [run_settings(layout) for layout in layouts]

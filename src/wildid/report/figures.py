@@ -251,8 +251,10 @@ def validation_set(files: RunFiles) -> QuerySet | None:
         info.loc[vp["image"], "species"].tolist() if "species" in info else ["?"] * len(vp),
         pd.to_numeric(vp["score"], errors="coerce"),
     )
+    new = int((~table["known"]).sum())
     note = (
-        f"{len(table)} validation queries (individuals held out of training: truth new_individual)"
+        f"{len(table)} validation queries, {new} of them of individuals held out of training "
+        "(truth new_individual)"
     )
     emb = files.embeddings
     if emb is None:
