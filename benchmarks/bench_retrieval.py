@@ -7,16 +7,18 @@ gallery. Each image is its individual's centre plus noise, so the predictions ar
 meaningful and the run checks itself (MAP@5) besides timing itself.
 
 Each method runs in a fresh subprocess so its peak RSS (getrusage ru_maxrss) is its own:
-  ours     wildid.infer.retrieval (faiss exact inner product, float16 memory maps, query chunks)
-           + vectorised grouping + threshold tuned on a tenth of the queries + insertion
-           + writing submission.csv; `seconds` is all of it, data generation excluded.
-  bf16     the same with retrieval.index=bf16 (bfloat16 products + exact rescoring), with
-           its recall against the exact search (`--bf16 no` skips it).
+  reference  today's exact search, float32 torch products (`retrieval.index=exact`), on
+           all queries (`--reference-queries N`: the first N): the answer to reproduce.
+  ours     wildid.infer.retrieval.search with the default `retrieval.index=flat` (the
+           fastest exact backend here, chosen by a probe: `backend`, `estimate_s`), float16
+           memory maps, query chunks + vectorised grouping + threshold tuned on a tenth of
+           the queries + insertion + writing submission.csv; `seconds` is all of it, data
+           generation excluded; recall and misses against the reference.
   sklearn  NearestNeighbors(algorithm="brute") on a subset of the queries (same gallery),
            its time extrapolated linearly per query (`sklearn_queries` says how many).
   approx   an IVF (or HNSW) index on a subset of queries: time and recall@k against exact.
 
-    python benchmarks/bench_retrieval.py            # full scale (~3-4 min on 2 cores)
+    python benchmarks/bench_retrieval.py            # full scale (~5 min on 2 cores)
     python benchmarks/bench_retrieval.py --scale 0.05
 The last line of output is one JSON object with every figure.
 """
@@ -98,46 +100,64 @@ def peak_rss_gib() -> float:
 # --------------------------------------------------------------------------- workers
 
 
+def worker_reference(folder: Path, k: int, threads: int) -> dict:
+    """Today's exact search (float32 torch products, `retrieval.index=exact`): the answer
+    every exact backend must reproduce, saved for the others' recall."""
+    import torch
+
+    from wildid.infer.retrieval import search
+
+    torch.set_num_threads(threads)
+    gallery = np.load(folder / "gallery.npy", mmap_mode="r")
+    queries = np.load(folder / "queries.npy", mmap_mode="r")
+    n = int(os.environ.get("BENCH_REFERENCE", len(queries)))
+    t = time.perf_counter()
+    sims, idx = search(gallery, queries[:n], k, kind="exact")
+    seconds = time.perf_counter() - t
+    np.save(folder / "exact_idx.npy", idx)
+    np.save(folder / "exact_sims.npy", sims)
+    return {"search_seconds": seconds, "queries": n, "peak_rss_gib": peak_rss_gib()}
+
+
+def exactness(sims: np.ndarray, idx: np.ndarray, folder: Path) -> dict:
+    """Recall against the reference, and how many misses are not float ties at the k-th
+    (two rows whose similarities differ by float32 rounding may swap at the boundary)."""
+    from wildid.infer.retrieval import recall_at_k
+
+    exact_idx, exact_sims = np.load(folder / "exact_idx.npy"), np.load(folder / "exact_sims.npy")
+    m = len(exact_idx)
+    missing = ~(exact_idx[:, :, None] == idx[:m, None, :]).any(axis=2)
+    tie = np.abs(exact_sims - sims[:m, -1:]) <= 1e-6  # a miss at the k-th's similarity
+    return {
+        "recall_at_k": recall_at_k(exact_idx, idx[:m]),
+        "misses": int(missing.sum()),
+        "misses_not_ties": int((missing & ~tie).sum()),
+        "top1_agreement": float((exact_idx[:, 0] == idx[:m, 0]).mean()),
+        "max_similarity_difference": float(np.abs(np.sort(exact_sims) - np.sort(sims[:m])).max()),
+        "reference_queries": m,
+    }
+
+
 def worker_ours(folder: Path, k: int, threads: int, kind: str = "flat") -> dict:
-    import faiss
     import torch
 
     from wildid.evaluation.submission import write_submission
+    from wildid.infer.faiss_index import faiss_module
     from wildid.infer.openset import predict, tune_threshold
-    from wildid.infer.retrieval import (
-        best_per_individual,
-        build_index,
-        recall_at_k,
-        search_bf16,
-        search_index,
-    )
+    from wildid.infer.retrieval import best_per_individual, search
 
-    faiss.omp_set_num_threads(threads)
+    faiss = faiss_module()
+    if faiss is not None:
+        faiss.omp_set_num_threads(threads)
     torch.set_num_threads(threads)
-    times, extra = {}, {}
+    times, info = {}, {}
     start = t = time.perf_counter()
     gallery = np.load(folder / "gallery.npy", mmap_mode="r")
     queries = np.load(folder / "queries.npy", mmap_mode="r")
     labels = np.load(folder / "gallery_labels.npy")
     truth = np.load(folder / "query_truth.npy")
-    if kind == "flat":
-        index = build_index(gallery, "flat", device="cpu")
-        times["index"] = time.perf_counter() - t
-        t = time.perf_counter()
-        sims, idx = search_index(index, queries, k, chunk=2048)
-        times["search"] = time.perf_counter() - t
-        np.save(folder / "exact_idx.npy", idx)
-        del index
-    else:
-        times["index"] = time.perf_counter() - t
-        t = time.perf_counter()
-        sims, idx = search_bf16(gallery, queries, k)
-        times["search"] = time.perf_counter() - t
-        exact = np.load(folder / "exact_idx.npy")
-        extra = {
-            "recall_at_k": recall_at_k(exact, idx),
-            "top1_agreement": float((exact[:, 0] == idx[:, 0]).mean()),
-        }
+    sims, idx = search(gallery, queries, k, kind=kind, info=info)
+    times["search"] = time.perf_counter() - t
     t = time.perf_counter()
     ranking = best_per_individual(sims, idx, labels)
     times["aggregate"] = time.perf_counter() - t
@@ -162,7 +182,8 @@ def worker_ours(folder: Path, k: int, threads: int, kind: str = "flat") -> dict:
         **{f"{name}_seconds": v for name, v in times.items()},
         "threshold": float(threshold),
         "map5": float(np.mean(hits)),
-        **extra,
+        **info,
+        **exactness(sims, idx, folder),
     }
 
 
@@ -192,11 +213,10 @@ def worker_sklearn(folder: Path, k: int, threads: int, n_queries: int) -> dict:
 
 
 def worker_approx(folder: Path, k: int, threads: int, kind: str, n_queries: int) -> dict:
-    import faiss
+    from wildid.infer.faiss_index import build_index, faiss_module, search_index
+    from wildid.infer.retrieval import recall_at_k
 
-    from wildid.infer.retrieval import build_index, recall_at_k, search_index
-
-    faiss.omp_set_num_threads(threads)
+    faiss_module().omp_set_num_threads(threads)
     gallery = np.load(folder / "gallery.npy", mmap_mode="r")
     queries = np.load(folder / "queries.npy", mmap_mode="r")
     exact = np.load(folder / "exact_idx.npy")[:n_queries]
@@ -217,7 +237,7 @@ def worker_approx(folder: Path, k: int, threads: int, kind: str, n_queries: int)
     }
 
 
-def _spawn(args: list[str], threads: int, subset: int) -> dict:
+def _spawn(args: list[str], threads: int, subset: int, reference: int = 0) -> dict:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
@@ -225,6 +245,8 @@ def _spawn(args: list[str], threads: int, subset: int) -> dict:
         "OPENBLAS_NUM_THREADS": str(threads),
         "BENCH_SUBSET": str(subset),
     }
+    if reference:
+        env["BENCH_REFERENCE"] = str(reference)
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(
@@ -244,15 +266,25 @@ def main() -> None:
     parser.add_argument("--sklearn-queries", type=int, default=1000)
     parser.add_argument("--approx", choices=["ivf", "hnsw", "none"], default="ivf")
     parser.add_argument("--approx-queries", type=int, default=2000)
-    parser.add_argument("--bf16", choices=["yes", "no"], default="yes")
     parser.add_argument(
-        "--worker", choices=["ours", "bf16", "sklearn", "approx"], help=argparse.SUPPRESS
+        "--index", default="flat", help="retrieval.index of ours (default flat: the default)"
+    )
+    parser.add_argument(
+        "--reference-queries",
+        type=int,
+        default=0,
+        help="queries the float32 reference searches, for recall (0: all)",
+    )
+    parser.add_argument(
+        "--worker", choices=["ours", "reference", "sklearn", "approx"], help=argparse.SUPPRESS
     )
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker in ("ours", "bf16"):
-        kind = "flat" if args.worker == "ours" else "bf16"
-        print(json.dumps(worker_ours(args.folder, args.k, args.threads, kind)))
+    if args.worker == "ours":
+        print(json.dumps(worker_ours(args.folder, args.k, args.threads, args.index)))
+        return
+    if args.worker == "reference":
+        print(json.dumps(worker_reference(args.folder, args.k, args.threads)))
         return
     if args.worker == "sklearn":
         print(json.dumps(worker_sklearn(args.folder, args.k, args.threads, args.sklearn_queries)))
@@ -271,12 +303,12 @@ def main() -> None:
         print(f"data: {shape} in {time.perf_counter() - t:.0f} s", flush=True)
         common = ["--folder", str(folder), "--k", str(args.k), "--threads", str(args.threads)]
         subset = max(args.sklearn_queries, args.approx_queries)
-        ours = _spawn(["--worker", "ours", *common], args.threads, subset)
+        reference = _spawn(
+            ["--worker", "reference", *common], args.threads, subset, args.reference_queries
+        )
+        print(f"reference (float32 torch, index=exact): {reference}", flush=True)
+        ours = _spawn(["--worker", "ours", *common, "--index", args.index], args.threads, subset)
         print(f"ours: {ours}", flush=True)
-        bf16 = None
-        if args.bf16 == "yes":
-            bf16 = _spawn(["--worker", "bf16", *common], args.threads, subset)
-            print(f"bf16: {bf16}", flush=True)
         n_sk = min(args.sklearn_queries, shape["queries"])
         sk = _spawn(
             ["--worker", "sklearn", *common, "--sklearn-queries", str(n_sk)], args.threads, subset
@@ -299,13 +331,16 @@ def main() -> None:
                 subset,
             )
             print(f"approx: {approx}", flush=True)
-    ours_search = ours["index_seconds"] + ours["search_seconds"]
+    ours_search = ours["search_seconds"]
     result = {
         "benchmark": "retrieval",
         "scale": args.scale,
         **shape,
         "k": args.k,
         "threads": args.threads,
+        "index": args.index,
+        "backend": ours["backend"],
+        "estimate_s": ours.get("estimate_s", {}),
         "seconds": round(ours["seconds"], 2),
         "peak_rss_gib": round(ours["peak_rss_gib"], 3),
         "stages_seconds": {
@@ -315,26 +350,30 @@ def main() -> None:
         },
         "map5": round(ours["map5"], 4),
         "threshold": ours["threshold"],
+        "recall_at_k": ours["recall_at_k"],
+        "misses": ours["misses"],
+        "misses_not_ties": ours["misses_not_ties"],
+        "top1_agreement": ours["top1_agreement"],
+        "max_similarity_difference": ours["max_similarity_difference"],
+        "reference_queries": ours["reference_queries"],
+        "reference_seconds": round(reference["search_seconds"], 2),
+        "reference_peak_rss_gib": round(reference["peak_rss_gib"], 3),
+        "reference_over_ours": round(
+            reference["search_seconds"] * shape["queries"] / reference["queries"] / ours_search, 2
+        ),
         "sklearn_queries": n_sk,
         "sklearn_seconds_extrapolated": round(sk_full, 1),
         "sklearn_peak_rss_gib": round(sk["peak_rss_gib"], 3),
         "sklearn_top1_agreement": sk["top1_agrees_with_ours"],
-        # like for like: the nearest-neighbour search (index + search) of each
+        # like for like: the nearest-neighbour search of each
         "sklearn_over_ours": round(sk_full / ours_search, 2),
         "sklearn_over_ours_total": round(
             (sk_full + ours["seconds"] - ours_search) / ours["seconds"], 2
         ),
-        "targets": {"seconds": 120, "peak_rss_gib": 4},
+        "targets": {"seconds": 60, "peak_rss_gib": 4, "recall_at_k": 1.0},
     }
-    if bf16 is not None:
-        result["bf16"] = {
-            "seconds": round(bf16["seconds"], 2),
-            "search_seconds": round(bf16["search_seconds"], 2),
-            "peak_rss_gib": round(bf16["peak_rss_gib"], 3),
-            "recall_at_k": round(bf16["recall_at_k"], 5),
-            "top1_agreement": round(bf16["top1_agreement"], 5),
-            "map5": round(bf16["map5"], 4),
-        }
+    if "bf16" in ours:
+        result["bf16"] = ours["bf16"]
     if approx is not None:
         per_query = approx["search_seconds"] / approx["queries"]
         result["approx"] = {

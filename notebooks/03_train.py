@@ -48,17 +48,20 @@ crops = pipeline.crop(config, competition, progress=False)
 best = pipeline.train(config, crops, split)[0]  # one checkpoint per fold
 print(f"best checkpoint: {best}")
 
+# %% [markdown]
+# The training curves of the run's report (`wildid report`): loss, validation MAP@5 (the
+# closed set dotted) and learning rate per epoch, one colour per fold.
+
 # %%
-import matplotlib.pyplot as plt
-import pandas as pd
 from IPython.display import display
 
-history = pd.read_csv(best.parent / "history.csv")
-columns = [c for c in ("loss", "val_map5", "val_map5_closed") if c in history]
-fig, axes = plt.subplots(1, len(columns), figsize=(3.5 * len(columns), 2.6), squeeze=False)
-for ax, column in zip(axes[0], columns, strict=True):
-    ax.plot(history["epoch"], history[column], marker="o")
-    ax.set(xlabel="epoch", title=column)
-fig.tight_layout()
-plt.show()
-display(history)
+from wildid.layout import RunLayout
+from wildid.report.collect import read_run
+from wildid.report.pictures import show, training_curves
+
+histories = read_run(RunLayout.of(config)).histories  # history.csv of every fold
+if histories:
+    show(training_curves(histories, names=(config.name, "")))
+    display(histories[min(histories)])
+else:
+    print("no history.csv: this run's models were trained elsewhere without one")

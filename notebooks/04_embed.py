@@ -74,3 +74,28 @@ ax.hist(similarity[same], bins=50, density=True, alpha=0.6, label="same individu
 ax.set(xlabel="cosine similarity", ylabel="density")
 ax.legend()
 plt.show()
+
+# %% [markdown]
+# The report's view of the same embeddings: a UMAP map of the train photos (coloured by
+# the most photographed individuals and by species; triangles are validation queries,
+# crosses the held-out individuals), and how well a k-means clustering of the validation
+# queries recovers their individuals (AMI: 0 for chance, NMI: 1 when perfect).
+
+# %%
+from wildid.layout import RunLayout
+from wildid.report.collect import read_run
+from wildid.report.embedding_map import embedding_map
+from wildid.report.figures import embedding_quality
+from wildid.report.pictures import embedding_map_figure, show
+
+files = read_run(RunLayout.of(config))
+quality = embedding_quality(files)
+if quality is not None:
+    print(
+        f"validation queries: AMI {quality.ami:.3f}, NMI {quality.nmi:.3f} "
+        f"({quality.points} photos of {quality.clusters} individuals)"
+    )
+emb_map = embedding_map(files)
+if emb_map is not None:
+    print(emb_map.note)
+    show(embedding_map_figure(emb_map, title=config.name))

@@ -101,3 +101,29 @@ pd.DataFrame(
 # %%
 if result.breakdown is not None:
     display(result.breakdown)
+
+# %% [markdown]
+# The report's identification figures (validation, and test where solution.csv exists):
+# MAP@5 and top-1/top-5 of the predictions, image-level precision@k, mAP and recall@k,
+# and AnimalCLEF's BAKS/BAUS; then photos of validation queries right and wrong at rank 1
+# (green frame: the same animal, red: another).
+
+# %%
+from IPython.display import Image
+
+from wildid.layout import RunLayout
+from wildid.report.collect import read_run
+from wildid.report.figures import figures_frame, run_figures
+from wildid.report.galleries import gallery_rows, render_gallery
+
+layout = RunLayout.of(config)
+files = read_run(layout)
+figures = run_figures(files)
+display(figures_frame(figures))
+validation = figures.sets.get("validation")
+for kind in ("right", "wrong"):
+    rows = gallery_rows(files, validation, right=kind == "right") if validation else []
+    path = render_gallery(files, rows, layout.report / f"matches_{kind}.png") if rows else None
+    if path is not None:
+        print(f"validation queries {kind} at rank 1")
+        display(Image(filename=str(path)))

@@ -71,6 +71,14 @@ else:
     print("no solution.csv (the real competition): the score comes from Kaggle")
 
 # %% [markdown]
+# The run's report, as `wildid run` writes it: one self-contained page (open it in a
+# browser) with every figure and picture, and figures.json beside it.
+
+# %%
+report = pipeline.report(config)  # on failure: a warning saying why, and None
+print(f"report: {report}")
+
+# %% [markdown]
 # The same steps on the command line, and the upload (shown, not run: uploading needs
 # your Kaggle API token and is your decision):
 
@@ -86,5 +94,6 @@ print(f"""\
 wildid run {run_args}
 wildid validate {submission} --data {data}
 wildid score {submission} {data / "solution.csv"}
+wildid report {config.name}
 kaggle competitions submit -c happy-whale-and-dolphin -f {submission} -m "wildid {config.name}"
 """)

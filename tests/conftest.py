@@ -1,13 +1,16 @@
-"""Shared fixtures: one tiny synthetic competition per test session, and fast configs.
+"""Shared fixtures: one tiny synthetic competition per test session, fast configs, and a
+headless Chromium.
 
 The competition is generated once (20 individuals, 96 px photos: about a second) and
-shared read-only; a test that changes files copies it first (`tiny_copy`).
+shared read-only; a test that changes files copies it first (`tiny_copy`). `browser` is
+Debian's chromium driven through chromedriver with selenium (the review app's and the
+report's browser tests); without them installed it skips, saying why.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,40 @@ def make_config(tiny_comp: Path) -> Callable[..., Config]:
 def tiny_config(make_config: Callable[..., Config], tmp_path: Path) -> Callable[..., Config]:
     """tiny_config(*overrides): `make_config` with outputs under this test's tmp_path."""
     return lambda *overrides: make_config(tmp_path, *overrides)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator:
+    """A headless Chromium (selenium WebDriver) with an empty profile of its own."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip(
+            "chromium and chromedriver are not installed (scripts/setup_env.sh installs "
+            "Debian's chromium and chromium-driver with apt-get where apt is usable)"
+        )
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()

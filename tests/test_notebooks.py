@@ -42,7 +42,7 @@ TINY_ENV = {
     "train.num_workers=0 embed.flip_tta=false",
 }
 # Inline figures each notebook must show: a backend switch or a broken plot shows up here.
-FIGURES = {"01_data": 2, "02_crop": 1, "03_train": 1, "04_embed": 1, "05_retrieve": 1}
+FIGURES = {"01_data": 2, "02_crop": 1, "03_train": 1, "04_embed": 2, "05_retrieve": 2}
 
 
 def _sources(notebook: nbformat.NotebookNode) -> list[tuple[str, str]]:
@@ -192,3 +192,4 @@ def test_notebooks_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     submission = workdir / "submissions" / "mini.csv"
     validate_against_competition(submission, competition)
     assert (workdir / "working" / "mini" / "metrics.json").is_file()
+    assert (workdir / "working" / "mini" / "report" / "index.html").is_file()  # 06's report

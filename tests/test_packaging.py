@@ -29,7 +29,7 @@ def test_runtime_dependencies_are_declared_and_installed_by_setup() -> None:
     declared = {_name(r) for r in project["dependencies"]}
     assert {"timm", "typer", "numpy", "pandas", "pytorch-metric-learning", "torch"} <= declared
     extras = {_name(r) for group in project["optional-dependencies"].values() for r in group}
-    assert {"faiss-cpu", "ultralytics", "kaggle"} <= extras
+    assert {"faiss-cpu", "ultralytics", "kaggle", "umap-learn"} <= extras
     lines = (REPO / "requirements.txt").read_text().splitlines()
     setup = {_name(line) for line in lines if line.strip() and not line.startswith("#")}
     # torch and torchvision come from scripts/setup_env.sh (the CPU build first)
@@ -38,11 +38,11 @@ def test_runtime_dependencies_are_declared_and_installed_by_setup() -> None:
 
 
 def test_cli_and_pipeline_import_without_the_optional_packages() -> None:
-    blocked = ("faiss", "ultralytics", "kaggle", "gradio", "selenium")
+    blocked = ("faiss", "ultralytics", "kaggle", "gradio", "selenium", "umap")
     code = (
         "import sys\n"
         f"for name in {blocked!r}: sys.modules[name] = None  # import raises ImportError\n"
-        "import wildid.pipeline, wildid.notebook, wildid.cli\n"
+        "import wildid.pipeline, wildid.notebook, wildid.cli, wildid.report\n"
         "from wildid.infer.retrieval import search\n"
         "import numpy as np\n"
         "g = np.eye(4, 8, dtype=np.float32)\n"

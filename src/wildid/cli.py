@@ -7,6 +7,8 @@ These forms are a contract that scripts outside the project rely on; extend, don
     wildid check DATA [--out FILE.csv] [--working DIR] [--max-pixels N]   (exit 2: bad photos)
     wildid boxes DIR [--out FILE] [--working DIR] [--force]   (CAM animal boxes)
     wildid run CONFIG [key=value ...]          (data=DIR chooses the competition folder)
+    wildid report RUN [--reference RUN] [--working DIR]   (RUN: working/<run>, or a run name)
+    wildid compare RUN RUN... [--out FILE.csv] [--working DIR]
     wildid validate SUBMISSION --data DIR      (exit 0 when valid)
     wildid score SUBMISSION SOLUTION           (last line: MAP@5 <value>)
     wildid ensemble CONFIG [key=value ...]     (ensemble.members=[runA,runB] ...)
@@ -245,6 +247,51 @@ def run(config: ConfigArg, overrides: Overrides = None) -> None:
     except (ConfigError, DataError) as err:
         _fail(err)
     print_run(result)
+
+
+RunArg = Annotated[str, typer.Argument(help="run folder (working/<run>) or a run name")]
+WorkingOption = Annotated[Path, typer.Option(help="where run names are looked up")]
+
+
+@app.command()
+def report(
+    run: RunArg,
+    reference: Annotated[
+        str | None, typer.Option(help="a run to compare with, figure by figure (folder or name)")
+    ] = None,
+    working: WorkingOption = Path("working"),
+) -> None:
+    """Write RUN's report: report/index.html (self-contained), figures.json, the PNGs."""
+    from wildid.layout import RunLayout
+    from wildid.report import write_report
+
+    layout = RunLayout.find(run, working)
+    other = RunLayout.find(reference, working) if reference is not None else None
+    made = write_report(layout, other)
+    typer.echo(f"figures: {made.figures}")
+    typer.echo(f"report: {made.index}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="run folders or run names (two or more)")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="CSV to write (default: WORKING/compare/<run>_vs_<run>.csv)"),
+    ] = None,
+    working: WorkingOption = Path("working"),
+) -> None:
+    """One table of the runs' figures and the settings that differ (terminal and CSV)."""
+    from rich.console import Console
+
+    from wildid.layout import RunLayout
+    from wildid.report.compare import compare_runs, rich_table, write_comparison
+
+    layouts = [RunLayout.find(r, working) for r in runs]
+    comparison = compare_runs(layouts)
+    Console().print(rich_table(comparison))
+    target = out or layouts[0].comparison([layout.name for layout in layouts[1:]])
+    typer.echo(f"table: {write_comparison(comparison, target)}")
 
 
 @app.command()

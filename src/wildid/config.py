@@ -188,6 +188,8 @@ class TrainConfig(Section):
     fold_ids: list[int] | None = None  # folds to train (None: all of them)
     accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # EMA of weights; None: off
+    # validate (and keep the best epoch) every N epochs and after the last; 1: every epoch
+    val_every: int = Field(1, ge=1)
     sampler: Literal["random", "m_per_class"] = "random"
     m_per_class: int = Field(4, ge=2)  # images per individual in a batch (m_per_class)
     # decoded, letterboxed training images are held in RAM when they fit in this budget
@@ -214,10 +216,11 @@ class RetrievalConfig(Section):
     k: int = Field(50, ge=1)  # neighbours searched per query before grouping by individual
     threshold: float | None = None  # new_individual threshold; None: tune on validation
     threshold_grid: list[float] = [round(0.05 * i, 2) for i in range(-2, 21)]
-    # "flat": exact inner product (faiss's flat index, or torch products where faiss is not
-    # installed); "exact": torch products always; "ivf"/"hnsw": faiss approximate, for
-    # galleries too large for exact search; "bf16": bfloat16 brute force + exact rescoring,
-    # fast on CPUs with AVX512-BF16.
+    # "flat": exact inner product on the fastest exact backend here (faiss-gpu or torch on
+    # a GPU; on a CPU float32 torch, certified bfloat16 or faiss flat, chosen by a probe:
+    # wildid.infer.exact); "exact": float32 torch always; "bf16": certified bfloat16
+    # always (exact too; fast on CPUs with AVX512-BF16 or AMX); "ivf"/"hnsw": faiss
+    # approximate, for galleries too large for exact search.
     index: Literal["flat", "exact", "ivf", "hnsw", "bf16"] = "flat"
     nlist: int | None = Field(None, ge=1)  # IVF cells (None: sqrt(gallery size))
     nprobe: int = Field(32, ge=1)  # IVF cells visited per query

@@ -14,3 +14,7 @@ class WildidError(Exception):
 
 class RunConflictError(WildidError, ValueError):
     """A run folder holds outputs made with other settings or other data."""
+
+
+class RunNotFoundError(WildidError, FileNotFoundError):
+    """A run named on the command line has no folder (or no saved config) to read."""

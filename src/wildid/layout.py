@@ -9,11 +9,13 @@ nowhere else:
       folds.csv, split.csv  validation roles
       models/fold<k>/       best.pt, last.pt, history.csv, classes.csv, config.yaml
       embeddings/fold<k>/   per-kind views and the combined train/test embeddings
-      metrics.json, breakdown.csv, threshold.png
+      metrics.json, breakdown.csv, threshold.png, val_predictions.csv
       <method>/             the same for other methods (baseline/)
+      report/               index.html (self-contained), figures.json, the pictures as PNG
       pseudo/               pseudo-labelled competition (pseudo.out unset)
     working/crops/<key>/    crops shared by runs with the same crop settings and data folder
     working/detect/<run>/   detector runs
+    working/compare/        `wildid compare` tables (<run>_vs_<run>....csv)
     submissions/<run>.csv   the trained model's submission; <run>_<method>.csv for others
 
 A run name is bound to the settings that trained it: `claim` refuses, before anything is
@@ -42,13 +44,14 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wildid import faults
 from wildid.config import Config, load_config
-from wildid.errors import RunConflictError
+from wildid.errors import RunConflictError, RunNotFoundError
 from wildid.io import write_text
 
 # Keys that change how fast or where a run computes, never what it computes.
@@ -107,6 +110,25 @@ class RunLayout:
         """The layout of run `name` (default: the config's own run) under its folders."""
         return cls(Path(config.working), Path(config.submissions), name or config.name)
 
+    @classmethod
+    def find(cls, run: str | Path, working: str | Path = "working") -> RunLayout:
+        """An existing run's layout: `run` is its folder, or its name under `working`.
+
+        Its submissions folder is the one its saved config.yaml names. Raises
+        RunNotFoundError, listing the runs under `working`, when there is no such run.
+        """
+        folder = Path(run)
+        if not (folder / "config.yaml").is_file():
+            folder = Path(working) / str(run)
+        if not (folder / "config.yaml").is_file():
+            runs = sorted(p.parent.name for p in Path(working).glob("*/config.yaml"))
+            raise RunNotFoundError(
+                f"{run}: neither a run folder nor a run under {working}/ (no config.yaml); "
+                f"runs there: {', '.join(runs) or 'none'}."
+            )
+        submissions = load_config(folder / "config.yaml").submissions
+        return cls(folder.parent, Path(submissions), folder.name)
+
     @property
     def root(self) -> Path:
         return self.working / self.name
@@ -153,12 +175,36 @@ class RunLayout:
     def metrics(self, method: str = "trained") -> Path:
         return self.method(method) / "metrics.json"
 
+    def val_predictions(self, method: str = "trained") -> Path:
+        """Each validation query's truth, top-5 predictions and top-1 score."""
+        return self.method(method) / "val_predictions.csv"
+
+    @property
+    def report(self) -> Path:
+        """report/: index.html, figures.json and the pictures (wildid.report)."""
+        return self.root / "report"
+
+    def comparison(self, others: Sequence[str]) -> Path:
+        """Where `wildid compare` writes its CSV for this run beside `others`."""
+        names = "_vs_".join([self.name, *others])
+        if len(names) > 120:  # many runs: a short, stable name
+            names = (
+                f"{self.name}_vs_{len(others)}-runs-{hashlib.sha1(names.encode()).hexdigest()[:8]}"
+            )
+        return self.working / "compare" / f"{names}.csv"
+
     def submission(self, method: str = "trained") -> Path:
         stem = self.name if method == "trained" else f"{self.name}_{method}"
         return self.submissions / f"{stem}.csv"
 
     def crops(self, key: str) -> Path:
         return self.working / "crops" / key
+
+    @property
+    def pixels(self) -> Path:
+        """Letterboxed crops as uint8 arrays (wildid.data.pixels), shared by this folder's
+        runs."""
+        return self.working / "cache" / "pixels"
 
     def detector(self, run: str) -> Path:
         return self.working / "detect" / run

@@ -37,3 +37,10 @@ def test_without_baseline_only_the_trained_row() -> None:
     text = _print(RunResult(trained, None, {}))
     assert "trained" in text and "baseline" not in text
     assert "MAP@5 trained" not in text  # no solution.csv: nothing to grep
+
+
+def test_the_report_is_the_last_line_when_it_was_written() -> None:
+    trained = Evaluation("trained", 0.3, 0.5, [], Path("s.csv"), test_map5=0.4)
+    index = Path("working/mini/report/index.html")
+    lines = _print(RunResult(trained, None, {}, index)).strip().splitlines()
+    assert lines[-2:] == ["MAP@5 trained 0.4000", f"report: {index}"]

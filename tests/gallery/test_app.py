@@ -6,7 +6,8 @@ package, and drives Debian's /usr/bin/chromium through /usr/bin/chromedriver wit
 upload a test photo, wait for five candidates whose pictures have loaded, confirm the third
 one, and check that identifying the same photo (Identifier API, in this process, reading
 the catalogue the server wrote) returns that individual at rank 1. scripts/setup_env.sh
-installs chromium and chromium-driver where apt can; without them the test is skipped.
+installs chromium and chromium-driver where apt can; without them the test is skipped
+(the `browser` fixture, tests/conftest.py, shared with the report's browser test).
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from PIL import Image
 
 from wildid.gallery import app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 START_TIMEOUT = 240  # s: importing torch and gradio and loading the model on 2 busy cores
 STEP_TIMEOUT = 120  # s: one browser step (an identify embeds the photo on CPU)
 
@@ -90,38 +89,6 @@ def server(built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-@pytest.fixture
-def browser(tmp_path: Path):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(
-            "chromium and chromedriver are not installed (scripts/setup_env.sh installs "
-            "Debian's chromium and chromium-driver with apt-get where apt is usable)"
-        )
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _loaded(driver, css: str) -> bool:

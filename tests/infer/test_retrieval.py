@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wildid.infer import retrieval
+from wildid.infer import exact, faiss_index
 from wildid.infer.embed import l2_normalise
+from wildid.infer.exact import search_torch
+from wildid.infer.faiss_index import build_index, search_index
 from wildid.infer.retrieval import (
     PAD,
     ClassCentres,
@@ -14,7 +16,6 @@ from wildid.infer.retrieval import (
     RetrievalError,
     best_per_individual,
     blend_with_head,
-    build_index,
     class_cosines,
     exact_backend,
     fuse,
@@ -22,8 +23,6 @@ from wildid.infer.retrieval import (
     rank_individuals,
     recall_at_k,
     search,
-    search_exact,
-    search_index,
 )
 
 
@@ -120,10 +119,11 @@ def test_exact_search_without_faiss_returns_faiss_flat_ranking(monkeypatch):
     gallery = l2_normalise(rng.standard_normal((5000, 64))).astype(np.float16)
     queries = l2_normalise(rng.standard_normal((300, 64))).astype(np.float16)
     faiss_sims, faiss_idx = search_index(build_index(gallery, "flat"), queries, 20, chunk=128)
-    exact_sims, exact_idx = search_exact(gallery, queries, 20, chunk=128)
+    exact_sims, exact_idx = search_torch(gallery, queries, 20, chunk=128)
     assert np.array_equal(exact_idx, faiss_idx)
     assert np.allclose(exact_sims, faiss_sims, atol=1e-5)
-    monkeypatch.setattr(retrieval, "faiss_module", lambda: None)  # as if not installed
+    for module in (exact, faiss_index):  # as if faiss were not installed
+        monkeypatch.setattr(module, "faiss_module", lambda: None)
     sims, idx = search(gallery, queries, 20, query_chunk=128)
     assert np.array_equal(idx, faiss_idx) and np.allclose(sims, faiss_sims, atol=1e-5)
     labels = np.array([f"id{i % 700}" for i in range(len(gallery))])

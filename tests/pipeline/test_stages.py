@@ -45,7 +45,17 @@ def test_metrics_and_plots_are_written(tiny_run) -> None:  # noqa: ANN001
     breakdown = pd.read_csv(RunLayout.of(config).root / "breakdown.csv")
     assert "all" in set(breakdown["species"])
     assert (RunLayout.of(config).root / "threshold.png").stat().st_size > 0
-    assert set(result.seconds) == {"prepare", "crop", "train", "embed", "evaluate", "baseline"}
+    assert set(result.seconds) == {
+        "prepare",
+        "crop",
+        "train",
+        "embed",
+        "evaluate",
+        "baseline",
+        "report",
+    }
+    assert result.report == RunLayout.of(config).report / "index.html"
+    assert (RunLayout.of(config).val_predictions()).is_file()
 
 
 def test_resolved_config_is_saved_beside_the_outputs(tiny_run) -> None:  # noqa: ANN001

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from wildid.data.pixels import letterbox_all, normalise_batch
 from wildid.data.transforms import eval_transform
-from wildid.train.data import (
-    EpochBatches,
-    TrainImages,
-    augmentation,
-    load_letterboxed,
-    normalise_batch,
-)
+from wildid.train.data import EpochBatches, TrainImages, augmentation
 
 LABELS = np.repeat(np.arange(12), [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6])  # 42 images
 
@@ -74,7 +69,7 @@ def test_augmentation_follows_the_seed(tmp_path) -> None:
         paths.append(str(tmp_path / f"{k}.jpg"))
         cv2.imwrite(paths[-1], image)
     transform = augmentation(32)
-    cache = load_letterboxed(paths, 32, progress=False)
+    cache = letterbox_all(paths, 32, progress=False)
     cached = TrainImages([paths], [0, 1, 2], [0, 0, 0], transform, cache[None])
     disk = TrainImages([paths], [0, 1, 2], [0, 0, 0], transform)
     a, label, _ = cached[(1, 7)]

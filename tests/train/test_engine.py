@@ -92,6 +92,22 @@ def test_other_losses_train(tiny: Tiny, tmp_path: Path, overrides: list[str]) ->
     assert not torch.equal(before, trainer.module.net.neck[0].weight)
 
 
+def test_val_every_validates_every_nth_and_the_last_epoch(tiny: Tiny, tmp_path: Path) -> None:
+    calls = []
+
+    class Counting(Trainer):
+        def validate(self, progress: bool) -> dict[str, float]:
+            calls.append(self.epoch + 1)
+            return super().validate(progress)
+
+    overrides = ("train.epochs=3", "train.val_every=2", "train.precision=fp32")
+    trainer = _trainer(Counting, tiny, tmp_path, *overrides)
+    result = trainer.fit(progress=False)
+    assert calls == [2, 3]
+    assert result.history["val_map5"].isna().tolist() == [True, False, False]
+    assert trainer.best_epoch in (2, 3)  # a validated epoch, never the unvalidated first
+
+
 def test_checkpoint_of_other_classes_is_refused(tiny: Tiny, tmp_path: Path) -> None:
     config = tiny.config(tmp_path / "working", "train.epochs=0")
     data = pipeline.train_data(tiny.crops, tiny.split, "fullbody")

@@ -13,7 +13,8 @@ def _fmt(value: float | None) -> str:
 
 
 def print_run(result: RunResult, console: Console | None = None) -> None:
-    """Trained vs baseline, then one `MAP@5 <value>` line per method a script can grep."""
+    """Trained vs baseline, one `MAP@5 <value>` line per method a script can grep, then
+    where the run's report is (last line: `report: <path>`, when it was written)."""
     console = console or Console()
     table = Table(title="wildid results")
     for column in ("method", "val MAP@5", "threshold", "test MAP@5", "submission"):
@@ -32,3 +33,5 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     for e in rows:
         if e.test_map5 is not None:
             console.print(f"MAP@5 {e.name} {e.test_map5:.4f}")
+    if result.report is not None:
+        console.print(f"report: {result.report}", soft_wrap=True)

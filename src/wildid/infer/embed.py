@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 
 from wildid import cache
 from wildid.data.dataset import ImageDataset, loader_options
+from wildid.data.pixels import pixel_batches
+from wildid.data.transforms import MeanStd
 from wildid.io import write_csv, write_npy
 from wildid.models.backbones import WeightsError
 
@@ -77,6 +79,31 @@ def embed_views(
     plain, mirrored = [], []
     for images, _ in tqdm(loader, desc=desc, disable=not progress, unit="batch", leave=False):
         images = images.to(device)
+        plain.append(F.normalize(forward(images).float(), dim=1).cpu().numpy())
+        if flip:
+            mirrored.append(F.normalize(forward(images.flip(-1)).float(), dim=1).cpu().numpy())
+    if not plain:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), np.float32) if flip else None
+    return np.concatenate(plain), np.concatenate(mirrored) if flip else None
+
+
+@torch.inference_mode()
+def embed_pixels(
+    forward: Callable[[torch.Tensor], torch.Tensor] | nn.Module,
+    pixels: np.ndarray,
+    mean_std: MeanStd,
+    batch_size: int = 64,
+    flip: bool = True,
+    device: str | torch.device = "cpu",
+    desc: str = "embed",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`embed_views` of images already letterboxed (`wildid.data.pixels`): uint8 (N, S, S,
+    3) normalised a batch at a time in this process, no decoding, no loader workers."""
+    if isinstance(forward, nn.Module):
+        forward.eval()
+    plain, mirrored = [], []
+    for images in pixel_batches(pixels, batch_size, mean_std, device, desc, progress):
         plain.append(F.normalize(forward(images).float(), dim=1).cpu().numpy())
         if flip:
             mirrored.append(F.normalize(forward(images.flip(-1)).float(), dim=1).cpu().numpy())

@@ -1,11 +1,11 @@
 """Retrieval: nearest gallery images by cosine, grouped into a ranking of individuals.
 
-Search is exact inner product on unit vectors (= cosine): faiss-gpu's flat index where it
-sees a GPU, else torch matrix products and top-k (`search_exact`, on the GPU or the CPU):
-on this project's CPU torch's GEMM is 4x faster than faiss-cpu's bundled OpenBLAS, and
-faiss becomes an optional dependency. An approximate faiss index
-(IVF or HNSW) is an option for galleries too large for exact search, and `recall_at_k`
-says what it costs. An individual's score for a query is its
+Search is exact inner product on unit vectors (= cosine) on the fastest exact backend
+where it runs (`wildid.infer.exact`: faiss-gpu or torch on a GPU; torch's float32 GEMM,
+certified bfloat16 products or faiss on a CPU), so faiss is an optional dependency. An
+approximate faiss index (IVF or HNSW, `wildid.infer.faiss_index`) is an option for
+galleries too large for exact search, and `recall_at_k` says what it costs. An
+individual's score for a query is its
 best-matching gallery image's similarity, which is what the top Happywhale solutions used:
 one good match is strong evidence, while a mean would punish individuals photographed in
 many poses. Optionally that score is blended with the ArcFace head's class cosine, as the
@@ -17,17 +17,18 @@ competition scale a Python loop over 28k x 50 neighbours would cost more than th
 
 from __future__ import annotations
 
-import importlib
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from wildid.errors import WildidError
+from wildid.infer.exact import EXACT_SEARCHES, TorchSearch, as_f32, choose_backend
+from wildid.infer.faiss_index import (
+    RetrievalError,
+    build_index,
+    has_gpu,
+    search_index,
+)
 
 PAD = -1  # code of an empty slot in a Ranking row (its score is -inf)
 
@@ -80,137 +81,13 @@ class Ranking:
 # --------------------------------------------------------------------------- search
 
 
-class RetrievalError(WildidError, ValueError):
-    """A search cannot run as configured; the message says what to change."""
-
-
-def faiss_module() -> ModuleType | None:
-    """faiss if it is installed (faiss-cpu or faiss-gpu), else None."""
-    try:
-        return importlib.import_module("faiss")
-    except ImportError:
-        return None
-
-
-def _faiss(kind: str) -> ModuleType:
-    faiss = faiss_module()
-    if faiss is None:
-        raise RetrievalError(
-            f"retrieval.index={kind} needs faiss: `pip install faiss-cpu` (or wildid[faiss]), "
-            "or use retrieval.index=flat, which is exact without it."
-        )
-    return faiss
-
-
-def _has_gpu() -> bool:
-    faiss = faiss_module()
-    return faiss is not None and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
-
-
-def _as_f32(rows: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(rows, dtype=np.float32)
-
-
-def build_index(
-    gallery: np.ndarray,
-    kind: str = "flat",
-    device: str = "auto",
-    nlist: int | None = None,
-    nprobe: int = 32,
-    hnsw_m: int = 32,
-    ef_search: int = 256,
-    chunk: int = 8192,
-    seed: int = 0,
-) -> Any:  # a faiss.Index
-    """A faiss inner-product index over the gallery rows (float16 memory maps welcome).
-
-    Rows are added in float32 chunks, so a float16 gallery never exists twice in float32.
-    "ivf" clusters the gallery into `nlist` cells and searches `nprobe` of them; "hnsw" is
-    a proximity graph. Both trade recall for speed; check it with `recall_at_k`.
-    """
-    faiss = _faiss(kind)
-    n, dim = gallery.shape
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
-        # sqrt(n) cells trained on 50 points each: k-means on 4608-d vectors costs
-        # (sample x cells x dim), so 4 * sqrt(n) cells would take longer than exact search.
-        cells = nlist or max(1, min(n // 39, int(math.sqrt(n))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(seed).choice(n, size=min(n, 50 * cells), replace=False)
-        index.train(_as_f32(gallery[np.sort(sample)]))
-        index.nprobe = min(nprobe, cells)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = ef_search
-    else:
-        raise RetrievalError(f"retrieval.index '{kind}': use flat, exact, ivf, hnsw or bf16.")
-    for start in range(0, n, chunk):
-        index.add(_as_f32(gallery[start : start + chunk]))
-    if device == "gpu" and not _has_gpu():
-        raise RuntimeError(
-            "retrieval.device=gpu but faiss sees no GPU; install faiss-gpu "
-            "or set retrieval.device=auto."
-        )
-    if device != "cpu" and _has_gpu() and kind != "hnsw":  # faiss has no GPU HNSW
-        index = faiss.index_cpu_to_all_gpus(index)
-    return index
-
-
-def search_index(
-    index: Any, queries: np.ndarray, k: int, chunk: int = 4096, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (similarities, indices) per query, searched `chunk` queries at a time."""
-    k = max(1, min(k, index.ntotal))
-    sims = np.empty((len(queries), k), dtype=np.float32)
-    idx = np.empty((len(queries), k), dtype=np.int64)
-    starts = range(0, len(queries), chunk)
-    for start in tqdm(starts, desc="search", disable=not progress, unit="chunk", leave=False):
-        block = _as_f32(queries[start : start + chunk])
-        sims[start : start + len(block)], idx[start : start + len(block)] = index.search(block, k)
-    return sims, idx
-
-
-def search_exact(
-    gallery: np.ndarray,
-    queries: np.ndarray,
-    k: int,
-    chunk: int = 4096,
-    progress: bool = False,
-    device: str = "cpu",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by float32 matrix products in torch (on `device`): faiss's flat ranking.
-
-    The gallery is converted to float32 once (in pieces, so a float16 memory map is never
-    whole in float32 twice); each chunk of queries is one product and one `topk`. On CPUs
-    this is torch's own GEMM, which beat faiss-cpu's bundled OpenBLAS 4x here.
-    """
-    import torch
-
-    n, dim = gallery.shape
-    table = torch.empty((n, dim), dtype=torch.float32, device=device)
-    for start in range(0, n, 8192):
-        piece = np.array(gallery[start : start + 8192], dtype=np.float32)  # own, writable
-        table[start : start + 8192] = torch.from_numpy(piece).to(device)
-    k = max(1, min(k, n))
-    sims = np.empty((len(queries), k), dtype=np.float32)
-    idx = np.empty((len(queries), k), dtype=np.int64)
-    starts = range(0, len(queries), chunk)
-    with torch.inference_mode():
-        for start in tqdm(starts, desc="search", disable=not progress, unit="chunk", leave=False):
-            block = torch.from_numpy(_as_f32(queries[start : start + chunk])).to(device)
-            top = torch.topk(block @ table.T, k, dim=1, sorted=True)
-            sims[start : start + len(block)] = top.values.cpu().numpy()
-            idx[start : start + len(block)] = top.indices.cpu().numpy()
-    return sims, idx
-
-
 def exact_backend(device: str = "auto") -> str:
     """Where `flat` (exact) search runs: "faiss-gpu" when faiss sees a GPU, else "cuda"
-    (torch) when torch does, else "cpu" (torch's GEMM). `device` cpu/gpu forces a side."""
+    (torch) when torch does, else "cpu" (`wildid.infer.exact.choose_backend` picks among
+    torch, bf16 and faiss there). `device` cpu/gpu forces a side."""
     import torch
 
-    if device != "cpu" and _has_gpu():
+    if device != "cpu" and has_gpu():
         return "faiss-gpu"
     if device != "cpu" and torch.cuda.is_available():
         return "cuda"
@@ -222,71 +99,49 @@ def exact_backend(device: str = "auto") -> str:
     return "cpu"
 
 
-def search_bf16(
+def search(
     gallery: np.ndarray,
     queries: np.ndarray,
     k: int,
-    chunk: int = 1024,
-    margin: int | None = None,
-    progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force in bfloat16 (torch), then the best k + margin rescored exactly in float32.
-
-    On CPUs with bfloat16 dot-product instructions (AVX512-BF16, AMX) the products run
-    about 5x faster than float32 BLAS (measured here: 1.6 s against 7.9 s for 1,000 x
-    51,033 x 4608); elsewhere they are slower, so this is an option (retrieval.index=bf16),
-    never automatic. Candidates come from the rounded products, their similarities and
-    order from exact float32 ones; only a neighbour near the k-th that rounding pushed out
-    of the k + margin candidates can be missed (the benchmark reports recall against faiss).
-    """
-    import torch
-
-    n, dim = gallery.shape
-    table = torch.empty((n, dim), dtype=torch.bfloat16)
-    for start in range(0, n, 8192):
-        table[start : start + 8192] = torch.from_numpy(_as_f32(gallery[start : start + 8192]))
-    k = max(1, min(k, n))
-    wide = min(n, k + (margin if margin is not None else max(16, k // 2)))
-    sims = np.empty((len(queries), k), dtype=np.float32)
-    idx = np.empty((len(queries), k), dtype=np.int64)
-    starts = range(0, len(queries), chunk)
-    for start in tqdm(starts, desc="search", disable=not progress, unit="chunk", leave=False):
-        block = _as_f32(queries[start : start + chunk])
-        coarse = torch.from_numpy(block).to(torch.bfloat16) @ table.T
-        candidates = torch.topk(coarse, wide, dim=1, sorted=False).indices.numpy()
-        del coarse
-        exact = np.empty(candidates.shape, dtype=np.float32)
-        for sub in range(0, len(block), 128):  # gather rows in bounded pieces
-            rows = candidates[sub : sub + 128]
-            vectors = _as_f32(gallery[rows.ravel()]).reshape(*rows.shape, dim)
-            exact[sub : sub + 128] = np.matmul(vectors, block[sub : sub + 128, :, None])[..., 0]
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-        sims[start : start + len(block)] = np.take_along_axis(exact, order, 1)
-        idx[start : start + len(block)] = np.take_along_axis(candidates, order, 1)
-    return sims, idx
-
-
-def search(
-    gallery: np.ndarray, queries: np.ndarray, k: int, kind: str = "flat", **options
+    kind: str = "flat",
+    info: dict | None = None,
+    **options,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (similarities, indices) of each query among the gallery rows.
 
-    `kind`: flat (exact, on `exact_backend`: faiss-gpu, else torch on the GPU or the CPU),
-    exact (`search_exact` always), ivf, hnsw (faiss approximate) or bf16 (`search_bf16`).
+    `kind`: flat (exact, on the fastest backend where it runs: faiss-gpu or torch on a GPU;
+    on a CPU torch, certified bfloat16 or faiss, chosen by `choose_backend`), exact
+    (float32 torch products always), bf16 (certified bfloat16 always; exact too), ivf or
+    hnsw (faiss approximate). `info`, when given, receives the backend used and, for a
+    probe or the bfloat16 search, what they did.
     """
     chunk = options.pop("query_chunk", 4096)
     progress = options.pop("progress", False)
+    info = info if info is not None else {}
     if len(gallery) == 0 or len(queries) == 0:
         return (np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64))
-    if kind == "bf16":
-        return search_bf16(gallery, queries, k, min(chunk, 1024), progress=progress)
-    if kind in ("flat", "exact"):
-        backend = exact_backend(options.get("device", "auto"))
-        if backend != "faiss-gpu" or kind == "exact":
-            return search_exact(
-                gallery, queries, k, chunk, progress, backend.replace("faiss-gpu", "cuda")
-            )
-    index = build_index(gallery, kind, **options)
+    backend = {"bf16": "bf16", "exact": "torch"}.get(kind, kind)
+    if kind == "flat":
+        backend = {"faiss-gpu": "faiss-gpu", "cuda": "cuda"}.get(
+            exact_backend(options.get("device", "auto")), "cpu"
+        )
+        if backend == "cpu":
+            choice = choose_backend(gallery, queries, k)
+            backend, info["estimate_s"] = choice.name, choice.estimate_s
+            if progress and choice.estimate_s:
+                print(f"exact search on {backend} (estimated seconds {choice.estimate_s})")
+    info["backend"] = backend
+    if backend == "cuda":
+        return TorchSearch(gallery, "cuda").search(queries, k, chunk, progress)
+    if backend in EXACT_SEARCHES:
+        searcher = EXACT_SEARCHES[backend](gallery)
+        found = searcher.search(
+            queries, k, chunk if backend != "bf16" else min(chunk, 1024), progress
+        )
+        if backend == "bf16":
+            info["bf16"] = asdict(searcher.stats)
+        return found
+    index = build_index(gallery, "flat" if backend == "faiss-gpu" else kind, **options)
     return search_index(index, queries, k, chunk, progress)
 
 
@@ -480,7 +335,7 @@ def class_cosines(
     )
     out = np.empty((len(queries), len(individuals)), dtype=np.float32)
     for start in range(0, len(queries), chunk):
-        block = _as_f32(queries[start : start + chunk]) @ centres.weights.T
+        block = as_f32(queries[start : start + chunk]) @ centres.weights.T
         block = block.reshape(len(block), -1, centres.subcenters).max(axis=2)
         dense = np.repeat(block.min(axis=1, keepdims=True), len(individuals), 1)
         dense[:, column[known]] = block[:, known]

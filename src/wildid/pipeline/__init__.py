@@ -1,6 +1,7 @@
 """The stages chained: `stages` (prepare, detect, crop, train, embed, run), `evaluate`
 (threshold, predict, submission, scores), `ensemble` (runs and folds combined) and
-`pseudo` (confident test predictions as train images).
+`pseudo` (confident test predictions as train images); `report` writes the run's report
+(wildid.report) last.
 
 `from wildid import pipeline` gives the stage functions the CLI and notebooks call.
 """
@@ -13,6 +14,7 @@ from wildid.pipeline.stages import (
     embed,
     fold_ids,
     prepare,
+    report,
     run,
     run_baseline,
     train,
@@ -30,6 +32,7 @@ __all__ = [
     "evaluate_rankings",
     "fold_ids",
     "prepare",
+    "report",
     "run",
     "run_baseline",
     "train",

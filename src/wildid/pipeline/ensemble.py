@@ -29,7 +29,7 @@ from wildid.infer.embed import Embeddings, combine_views, concat, load_views, wr
 from wildid.infer.openset import Threshold, choose_threshold
 from wildid.infer.retrieval import fuse
 from wildid.layout import RunLayout
-from wildid.pipeline.evaluate import Evaluation, evaluate_rankings, rank_val_test
+from wildid.pipeline.evaluate import Evaluation, evaluate_rankings, rank_val_test, val_images
 
 
 class EnsembleError(WildidError, ValueError):
@@ -171,4 +171,5 @@ def run_ensemble(config: Config, progress: bool = True) -> Evaluation:
         layout.submission(),
         threshold,
         extra,
+        val_images=val_images(competition, split),
     )

@@ -3,13 +3,16 @@
 `evaluate` ranks a run's validation queries against the split's training part and test
 against all of train; `evaluate_folds` does it out of fold for k-fold runs;
 `evaluate_rankings` takes rankings made elsewhere (ensembles). Outputs go to the paths
-the caller gives (from `wildid.layout.RunLayout`): metrics.json, breakdown.csv and
-threshold.png in `out_dir`, the validated submission at `submission`.
+the caller gives (from `wildid.layout.RunLayout`): metrics.json (with the threshold
+curve), breakdown.csv, threshold.png and val_predictions.csv (each validation query's
+truth, top-5 and top-1 score: what `wildid report` scores) in `out_dir`, the validated
+submission at `submission`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +90,19 @@ def evaluate(
         layout.method(name),
         layout.submission(name),
         pseudo_labels=pseudo_labels,
+        val_images=val_images(competition, split),
     )
+
+
+def val_images(competition: Competition, split: pd.DataFrame) -> list[str]:
+    """A split's validation queries in the order `rank_val_test` ranks them."""
+    images = competition.train["image"].to_numpy()
+    return images[_roles(competition, split) == "val"].tolist()
+
+
+def _roles(competition: Competition, split: pd.DataFrame) -> np.ndarray:
+    """Each train image's role in `split` (train or val), in competition.train order."""
+    return split.set_index("image").loc[competition.train["image"], "role"].to_numpy()
 
 
 def rank_val_test(
@@ -140,10 +155,13 @@ def evaluate_rankings(
     threshold: Threshold | None = None,
     extra: dict[str, Any] | None = None,
     pseudo_labels: bool = False,
+    val_images: Sequence[str] | None = None,
 ) -> Evaluation:
     """Choose the threshold (unless given), predict test, write, validate and score.
 
     `extra` is recorded in metrics.json beside the scores (e.g. an ensemble's members).
+    `val_images` (the validation queries, in ranking order): also write each one's
+    predictions to val_predictions.csv in `out_dir`.
     """
     species_of = dict(
         zip(competition.train["individual_id"], competition.train["species"], strict=True)
@@ -155,6 +173,17 @@ def evaluate_rankings(
     val_map5 = float(map5_curve(val_ranking, truths, [val_t])[0]) if truths else float("nan")
     test_t = decision.for_queries(predicted_species(test_ranking, species_of))
     predictions = predict(test_ranking, test_t, _fillers(competition))
+    if val_images is not None and truths:
+        val_predictions = predict(val_ranking, val_t, _fillers(competition))
+        table = pd.DataFrame(
+            {
+                "image": list(val_images),
+                "truth": truths,
+                "predictions": [" ".join(row) for row in val_predictions],
+                "score": val_ranking.top1.astype(float),
+            }
+        )
+        write_csv(table, out_dir / "val_predictions.csv")
     write_submission(dict(zip(competition.test["image"], predictions, strict=True)), submission)
     validate_against_competition(submission, competition)
     details: dict[str, Any] = {
@@ -162,6 +191,7 @@ def evaluate_rankings(
         "threshold": decision.value,
         "threshold_source": decision.source,
         "per_species": decision.per_species,
+        "threshold_curve": [[float(t), float(m)] for t, m in decision.curve],
         "val_map5": val_map5,
         "val_map5_closed": float(map5_curve(val_ranking, truths, [None])[0]) if truths else None,
         "submission": str(submission),
@@ -205,11 +235,13 @@ def evaluate_folds(
     """
     layout = RunLayout.of(config)
     folds = read_folds(layout.folds)
-    val_rankings, truths = [], []
+    val_rankings, truths, images = [], [], []
     for k, embeddings in per_fold.items():
-        ranking, fold_truths, _ = _rank_val(config, competition, fold_split(folds, k), embeddings)
+        split = fold_split(folds, k)
+        ranking, fold_truths, _ = _rank_val(config, competition, split, embeddings)
         val_rankings.append(ranking)
         truths += fold_truths
+        images += val_images(competition, split)
     ensemble = concat(list(per_fold.values()), [1.0] * len(per_fold))
     labels = competition.train["individual_id"].to_numpy()
     test_ranking = rank_individuals(
@@ -230,6 +262,7 @@ def evaluate_folds(
         layout.submission(name),
         extra={"folds": sorted(per_fold)},
         pseudo_labels=pseudo_labels,
+        val_images=images,
     )
 
 
@@ -239,7 +272,7 @@ def _rank_val(
     """A split's validation queries ranked against its own training part: the ranking,
     the queries' truths and their rows in `embeddings.train`."""
     source = embeddings.gallery_source()
-    roles = split.set_index("image").loc[competition.train["image"], "role"].to_numpy()
+    roles = _roles(competition, split)
     labels = competition.train["individual_id"].to_numpy()
     fit = np.flatnonzero(roles[source] == "train")
     val = np.flatnonzero(roles == "val")

@@ -1,4 +1,5 @@
-"""All stages in order: data -> [detect] -> crop -> train -> embed -> evaluate -> submit.
+"""All stages in order: data -> [detect] -> crop -> train -> embed -> evaluate -> submit
+-> report.
 
 Each stage is a function taking the previous stage's output; `run` chains them for
 `wildid run` and the notebooks call them one at a time. Where outputs land is decided by
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +28,13 @@ from wildid.crop.detector.train import Detector
 from wildid.data.check import apply_policy, check_competition
 from wildid.data.competition import Competition, load_competition
 from wildid.data.folds import fold_split, make_folds, read_folds
+from wildid.data.pixels import cached_pixels, pixel_bytes
 from wildid.data.transforms import eval_transform
 from wildid.infer.embed import (
     Embeddings,
     combine_views,
     embed_kind,
+    embed_pixels,
     embed_views,
     flip_mode,
     weights_digest,
@@ -187,7 +191,16 @@ def embed(
     device = resolve_device(config.train.device)
     mode = flip_mode(ec.flip_tta)
 
+    tc = config.train
+    pixels_dir = RunLayout.of(config).pixels
+
     def embedder(paths: list[str], desc: str) -> tuple[np.ndarray, np.ndarray | None]:
+        if pixel_bytes(len(paths), tc.image_size) <= tc.cache_gb * 2**30:
+            pixels = cached_pixels(paths, tc.image_size, pixels_dir, tc.num_workers, progress)
+            flip = mode != "none"
+            return embed_pixels(
+                forward, pixels, forward.mean_std, ec.batch_size, flip, device, desc, progress
+            )
         return embed_views(
             forward,
             paths,
@@ -245,7 +258,31 @@ class RunResult:
     trained: Evaluation
     baseline: Evaluation | None
     seconds: dict[str, float]
+    report: Path | None = None  # report/index.html; None when it could not be written
     fused: Evaluation | None = None  # with fusion.local: trained + local, calibrated
+
+
+def report(config: Config, progress: bool = True) -> Path | None:
+    """Write the run's report (wildid.report); its index.html, or None when that failed.
+
+    The run's results are on disk before the report is made, so a report that cannot be
+    written (a bug, a full disk, a missing optional package) must not end the run: it
+    prints a warning saying why and how to retry, with the traceback, and returns None.
+    """
+    from wildid.report import write_report
+
+    layout = RunLayout.of(config)
+    try:
+        return write_report(layout, progress=progress).index
+    except Exception as err:  # any failure: reported below, the run's results stand
+        print(
+            f"warning: the report of {layout.root} was not written ({type(err).__name__}: "
+            f"{err}); the results are in {layout.metrics()} and {layout.submission()}. "
+            f"Retry with: wildid report {layout.root}",
+            file=sys.stderr,
+        )
+        traceback.print_exc(file=sys.stderr)
+        return None
 
 
 def run(config: Config, progress: bool = True) -> RunResult:
@@ -290,7 +327,9 @@ def run(config: Config, progress: bool = True) -> RunResult:
     if config.baseline:
         with timer("baseline"):
             baseline = run_baseline(config, competition, split, crops, device, progress)
-    return RunResult(trained, baseline, timer.seconds, fused)
+    with timer("report"):
+        index = report(config, progress)
+    return RunResult(trained, baseline, timer.seconds, index, fused)
 
 
 def evaluate_fused(

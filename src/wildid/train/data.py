@@ -7,10 +7,10 @@ Three things make a resumed or multi-process run see exactly the batches of a pl
   depend on which loader worker happens to process it;
 - nothing else keeps random state across epochs.
 
-Why a RAM cache: on a small CPU box, decoding and letterboxing the same crops every epoch
-costs about as much as augmenting them, on the cores the model needs. Crops are decoded
-and letterboxed once (exactly as `eval_transform` does), kept as uint8 when they fit in
-`train.cache_gb`, and only augmented per epoch.
+Why decoded pixels: on a small CPU box, decoding and letterboxing the same crops every
+epoch costs about as much as augmenting them, on the cores the model needs. Crops are
+decoded and letterboxed once (`wildid.data.pixels`, exactly as `eval_transform` does),
+kept as uint8 when they fit in `train.cache_gb`, and only augmented per epoch.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as pml_common
-from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset, Sampler
 
-from wildid.data.dataset import ImageDataset, loader_options, read_rgb
-from wildid.data.transforms import MeanStd, letterbox, train_transform
+from wildid.data.dataset import read_rgb
+from wildid.data.transforms import train_transform
 
 
 def augmentation(size: int) -> A.Compose:
@@ -40,42 +39,6 @@ def augmentation(size: int) -> A.Compose:
     return A.Compose([t for t in steps if not isinstance(t, (A.Normalize, ToTensorV2))])
 
 
-def normalise_batch(images: torch.Tensor, mean_std: MeanStd) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) normalised as `eval_transform` does.
-
-    The result is in channels_last memory layout (a permuted view of the NHWC batch).
-    """
-    mean = torch.tensor(mean_std[0], device=images.device) * 255
-    std = torch.tensor(mean_std[1], device=images.device) * 255
-    return ((images.float() - mean) / std).permute(0, 3, 1, 2)
-
-
-def cache_bytes(n_images: int, size: int) -> int:
-    return n_images * size * size * 3
-
-
-def load_letterboxed(
-    paths: Sequence[str], size: int, num_workers: int = 0, progress: bool = True
-) -> np.ndarray:
-    """Decode and letterbox every image once: uint8 (N, size, size, 3)."""
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    loader = DataLoader(
-        ImageDataset(paths, transform=A.Compose(letterbox(size))),
-        batch_size=64,
-        collate_fn=_stack_arrays,
-        **loader_options(num_workers),
-    )
-    start = 0
-    for batch in tqdm(loader, desc="cache images", disable=not progress, unit="batch", leave=False):
-        out[start : start + len(batch)] = batch
-        start += len(batch)
-    return out
-
-
-def _stack_arrays(items: list[tuple[np.ndarray, int]]) -> np.ndarray:
-    return np.stack([image for image, _ in items])
-
-
 class TrainImages(Dataset):
     """Training images, indexed by (image index, augmentation seed) pairs; each item is
     the augmented uint8 (H, W, 3) tensor, its label and its species.
@@ -83,9 +46,9 @@ class TrainImages(Dataset):
     `paths_by_kind` holds one path list per crop kind (fullbody, backfin, whole...), the
     same images in the same order; each sample draws its kind by `kind_ratios` (1st place
     on Happywhale: about 0.6 / 0.3 / 0.1), from its own seed, so a resumed or
-    multi-process run draws the same kinds. `cache` holds the letterboxed images
-    (kinds, N, size, size, 3) from `load_letterboxed`; without it each image is read from
-    disk and letterboxed by `transform` itself.
+    multi-process run draws the same kinds. `cache` holds the letterboxed images, one
+    (N, size, size, 3) array per kind (`wildid.data.pixels.cached_pixels`); without it
+    each image is read from disk and letterboxed by `transform` itself.
     """
 
     def __init__(
@@ -94,7 +57,7 @@ class TrainImages(Dataset):
         labels: Sequence[int],
         species: Sequence[int],
         transform: A.Compose,
-        cache: np.ndarray | None = None,
+        cache: Sequence[np.ndarray] | None = None,
         kind_ratios: Sequence[float] | None = None,
     ) -> None:
         self.paths = [list(paths) for paths in paths_by_kind]
@@ -114,7 +77,7 @@ class TrainImages(Dataset):
         index, seed = key
         kind = int(np.random.default_rng([seed, 1]).choice(len(self.kind_p), p=self.kind_p))
         image = (
-            self.cache[kind, index] if self.cache is not None else read_rgb(self.paths[kind][index])
+            self.cache[kind][index] if self.cache is not None else read_rgb(self.paths[kind][index])
         )
         # One generator shared by all the transforms (albumentations' own set_random_seed
         # would give each transform the same stream, correlating their coin flips).

@@ -37,24 +37,19 @@ from tqdm.auto import tqdm
 from wildid import faults
 from wildid.config import Config
 from wildid.data.dataset import loader_options
+from wildid.data.pixels import cached_pixels, normalise_batch, pixel_bytes
 from wildid.data.transforms import eval_transform
 from wildid.errors import RunConflictError
 from wildid.evaluation.metrics import map_at_k
-from wildid.infer.embed import embed_paths
+from wildid.infer.embed import embed_paths, embed_pixels
+from wildid.infer.exact import cpu_has_native_bf16
 from wildid.infer.openset import predict, tune_threshold
 from wildid.infer.retrieval import rank_individuals
 from wildid.io import atomic_path, write_csv
-from wildid.layout import differences, training_settings
+from wildid.layout import RunLayout, differences, training_settings
 from wildid.models.losses import MetricLoss, build_loss
 from wildid.models.net import EmbeddingNet
-from wildid.train.data import (
-    EpochBatches,
-    TrainImages,
-    augmentation,
-    cache_bytes,
-    load_letterboxed,
-    normalise_batch,
-)
+from wildid.train.data import EpochBatches, TrainImages, augmentation
 
 _WRITE_FAILED = "inline_container"  # in every PyTorchStreamWriter write error
 
@@ -98,15 +93,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: without them bf16 autocast on a CPU is emulated, and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
@@ -375,13 +361,8 @@ class Trainer:
         # One path list per crop kind (same images, same order); a sample draws its kind.
         kinds = list((self.data.train_kind_paths or {"": self.data.train_paths}).values())
         cache = None
-        if cache_bytes(len(kinds) * len(kinds[0]), tc.image_size) <= tc.cache_gb * 2**30:
-            cache = np.stack(
-                [
-                    load_letterboxed(paths, tc.image_size, tc.num_workers, progress)
-                    for paths in kinds
-                ]
-            )
+        if self.fits_cache(len(kinds) * len(kinds[0])):
+            cache = [self.pixels(paths, progress) for paths in kinds]
         dataset = TrainImages(
             kinds,
             self.labels,
@@ -399,6 +380,16 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
         return self._loader
+
+    def fits_cache(self, n_images: int) -> bool:
+        tc = self.config.train
+        return pixel_bytes(n_images, tc.image_size) <= tc.cache_gb * 2**30
+
+    def pixels(self, paths: list[str], progress: bool = False) -> np.ndarray:
+        """The letterboxed crops of `paths`, decoded once per working folder."""
+        folder = RunLayout.of(self.config).pixels
+        tc = self.config.train
+        return cached_pixels(paths, tc.image_size, folder, tc.num_workers, progress)
 
     def _autocast(self) -> torch.autocast:
         precision = self.precision
@@ -461,17 +452,9 @@ class Trainer:
     def validate(self, progress: bool) -> dict[str, float]:
         if not self.data.val_paths or self.rank != 0:
             return {}
-        kwargs = {
-            "batch_size": self.config.embed.batch_size,
-            "flip_tta": False,
-            "num_workers": self.config.train.num_workers,
-            "device": self.device,
-            "progress": False,
-        }
-        net = self.eval_net
+        paths = self.data.train_paths, self.data.val_paths
         with self._autocast():
-            gallery = embed_paths(net, self.data.train_paths, self.eval_tf, **kwargs)
-            queries = embed_paths(net, self.data.val_paths, self.eval_tf, **kwargs)
+            gallery, queries = (self._embed(p) for p in paths)
         ranking = rank_individuals(
             gallery, np.array(self.data.train_ids), queries, self.config.retrieval.k
         )
@@ -483,6 +466,23 @@ class Trainer:
             "val_map5_closed": map_at_k(predict(ranking, None), self.data.val_truths),
             "val_threshold": threshold,
         }
+
+    def _validates(self) -> bool:
+        """Whether the epoch being finished is validated: every `train.val_every`-th and
+        the last (an epoch without validation never replaces a validated best)."""
+        tc = self.config.train
+        return (self.epoch + 1) % tc.val_every == 0 or self.epoch + 1 == tc.epochs
+
+    def _embed(self, paths: list[str]) -> np.ndarray:
+        """Validation embeddings: from the decoded crops when they fit the cache (no
+        decoding, no workers), else decoded from disk by the loader workers."""
+        net, batch, tc = self.eval_net, self.config.embed.batch_size, self.config.train
+        if self.fits_cache(len(self.data.train_paths) + len(self.data.val_paths)):
+            pixels = self.pixels(paths)
+            return embed_pixels(net, pixels, self.mean_std, batch, False, self.device, "", False)[0]
+        return embed_paths(
+            net, paths, self.eval_tf, batch, False, tc.num_workers, self.device, progress=False
+        )
 
     def fit(self, progress: bool = True) -> TrainResult:
         progress = progress and self.rank == 0
@@ -506,7 +506,7 @@ class Trainer:
                 "seconds": round(seconds, 1),
                 "img_per_s": round(images / max(seconds, 1e-9), 1),
                 "lr": self.optimizer.param_groups[0]["lr"],
-                **self.validate(progress),
+                **(self.validate(progress) if self._validates() else {}),
             }
             self.epoch += 1
             self.history.append(row)
