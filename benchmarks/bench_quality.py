@@ -62,8 +62,9 @@ import sys
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -504,11 +505,11 @@ def untrained_features(
 # --- methods ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Method:
+class Method(NamedTuple):
     """One table row: the matchers fused (by name), the global features whose cosine
     shortlists the gallery, whether flanks are compared only with flanks, and the timer
-    entries (of the protocol, `{p}`) its inputs cost."""
+    entries (of the protocol, `{p}`) its inputs cost. (A NamedTuple: a dataclass needs its
+    module registered, which a benchmark loaded from its file is not.)"""
 
     name: str
     matchers: tuple[str, ...]
@@ -595,15 +596,6 @@ def priority_scores(
         allowed = cal.mask
     cs = np.where(allowed, cosine(features, g["image"].iloc[cal.rows], g["image"]), -np.inf)
     return qs, cs
-
-
-@dataclass
-class Scored:
-    """A method's fused scores of queries and calibration rows on one protocol."""
-
-    queries: FusedScores
-    calibration: FusedScores
-    fusion: CalibratedFusion
 
 
 def score_method(
