@@ -39,7 +39,8 @@ from wildid.train.engine import resolve_device
 def bare_loop(model: torch.nn.Module, images: int, batch: int, size: int, flip: bool) -> float:
     """Seconds for the forward passes `images` images need, on an in-memory batch."""
     generator = torch.Generator().manual_seed(0)
-    tensor = torch.randn(batch, 3, size, size, generator=generator)
+    # the layout ours feeds the model: a channels_last view of an NHWC batch (normalise_batch)
+    tensor = torch.randn(batch, size, size, 3, generator=generator).permute(0, 3, 1, 2)
     passes = -(-images // batch) * (2 if flip else 1)
     start = time.perf_counter()
     with torch.inference_mode():
@@ -97,7 +98,6 @@ def main() -> None:
                 "batch_size": ec.batch_size,
                 "image_size": size,
                 "flip_tta": ec.flip_tta,
-                "num_workers": config.train.num_workers,
                 "threads": torch.get_num_threads(),
             }
         )

@@ -179,7 +179,7 @@ class TrainConfig(Section):
     # (AVX512-BF16, AMX); fp32 on other CPUs, where bf16 autocast is emulated and ~9x slower
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
-    num_workers: int = Field(1, ge=0)
+    num_workers: int = Field(0, ge=0)
     seed: int = 0
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # fraction of train images validated on
     val_new_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # of val: individuals held out whole
