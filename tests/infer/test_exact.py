@@ -12,8 +12,10 @@ import torch
 from wildid.infer import exact
 from wildid.infer.embed import l2_normalise
 from wildid.infer.exact import (
+    Bf16Search,
     Bf16Stats,
     RoundingBound,
+    bf16_floor,
     choose_backend,
     lower_cut,
     search_bf16,
@@ -50,6 +52,45 @@ def test_rounding_bound_covers_every_bf16_product():
     assert (coarse >= lower_cut(truth, error[:, None])).all()
     slack = np.abs(coarse - truth) / (error[:, None] + 2**-8 * np.abs(coarse))
     assert slack.max() < 1.0
+
+
+def test_bf16_floor_is_the_largest_bfloat16_at_or_below():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.standard_normal(5000) * 10.0 ** rng.integers(-6, 3, 5000), [0.0, 1.0]])
+    floor = bf16_floor(x)
+    as_bf16 = torch.from_numpy(floor).bfloat16().float().numpy()
+    assert np.array_equal(as_bf16, floor)  # held exactly by a bfloat16
+    assert (floor <= x).all()
+    bits = floor.view(np.uint32).astype(np.int64)  # the next bfloat16 up is above x
+    above = np.where(floor >= 0, bits + 0x10000, bits - 0x10000).astype(np.uint32)
+    assert (above.view(np.float32).astype(np.float64) > x).all()
+
+
+def test_threaded_rescoring_matches_one_thread():
+    rng = np.random.default_rng(4)
+    table = rng.standard_normal((3000, 64)).astype(np.float32)
+    block = rng.standard_normal((200, 64)).astype(np.float32)
+    rows = rng.integers(0, len(table), (200, 40))
+    rows[rng.random(rows.shape) < 0.3] = -1  # ragged rows, padding anywhere is scored -inf
+    rows = -np.sort(-rows, axis=1)  # padding at the end of each row, as the search makes it
+    serial = exact._rescore(table, block, rows, workers=1)
+    threaded = exact._rescore(table, block, rows, workers=2)
+    assert np.array_equal(serial, threaded)
+    expected = np.einsum("qd,qwd->qw", block, table[np.maximum(rows, 0)])
+    assert np.allclose(np.where(rows >= 0, expected, -np.inf), serial, atol=1e-4)
+
+
+def test_one_pass_tables_match_their_parts(tmp_path):
+    rng = np.random.default_rng(5)
+    gallery = (rng.standard_normal((exact.PIECE + 300, 16)) * 2).astype(np.float16)
+    np.save(tmp_path / "g.npy", gallery)
+    mapped = np.load(tmp_path / "g.npy", mmap_mode="r")
+    searcher = Bf16Search(mapped)
+    assert searcher.bound == RoundingBound.of(gallery)
+    assert np.array_equal(searcher.rows, gallery.astype(np.float32))
+    assert torch.equal(searcher.table, torch.from_numpy(gallery.astype(np.float32)).bfloat16())
+    own = np.ascontiguousarray(gallery, dtype=np.float32)
+    assert Bf16Search(own).rows is own  # a float32 array in memory is not copied
 
 
 @pytest.mark.parametrize("case", ["random", "crowded", "float32", "k_over_n"])
@@ -108,7 +149,7 @@ def test_chooser_probes_large_searches_and_keeps_the_fastest():
             self.rows = len(gallery)
 
         def search(self, queries, k):
-            calls.append((type(self).__name__, self.rows, len(queries)))
+            calls.append((type(self).__name__, self.rows, len(queries), k))
             time.sleep(self.delay)
 
     class Slow(Probe):
@@ -121,7 +162,8 @@ def test_chooser_probes_large_searches_and_keeps_the_fastest():
     assert choice.name == "fast" and set(choice.estimate_s) == {"slow", "fast"}
     # 0.05 s on 16,384 rows x 256 queries, scaled to 100,000 x 20,000
     assert choice.estimate_s["slow"] == pytest.approx(0.05 * 100_000 / 16384 * 20_000 / 256, 0.3)
-    assert ("Slow", 16384, 256) in calls  # a slice, not the whole search
+    assert ("Slow", 16384, 256, 8) in calls  # a slice, not the whole search
+    assert {k for *_, k in calls} == {round(50 * 16384 / 100_000)}  # k at the same rank
     small = choose_backend(huge[:100], many[:100], 50, {"slow": Slow, "torch": Probe})
     assert small.name == "torch" and small.estimate_s == {}
 

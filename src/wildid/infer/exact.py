@@ -20,7 +20,9 @@ on a slice of the actual search (large searches only) and keeps the fastest.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +45,22 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _pieces(gallery: np.ndarray) -> Iterator[tuple[int, object]]:
+    """(first row, float32 tensor) of each PIECE rows of the gallery, in order."""
+    import torch
+
+    for start in range(0, len(gallery), PIECE):
+        piece = np.array(gallery[start : start + PIECE], dtype=np.float32)  # own, writable
+        yield start, torch.from_numpy(piece)
+
+
 def _table(gallery: np.ndarray, dtype, device: str = "cpu"):
     """The gallery as one torch tensor of `dtype`, converted PIECE rows at a time."""
     import torch
 
-    n, dim = gallery.shape
-    table = torch.empty((n, dim), dtype=dtype, device=device)
-    for start in range(0, n, PIECE):
-        piece = np.array(gallery[start : start + PIECE], dtype=np.float32)  # own, writable
-        table[start : start + PIECE] = torch.from_numpy(piece).to(device)
+    table = torch.empty(gallery.shape, dtype=dtype, device=device)
+    for start, piece in _pieces(gallery):
+        table[start : start + len(piece)] = piece.to(device)
     return table
 
 
@@ -119,17 +128,27 @@ class RoundingBound:
     gallery_bf16_norm: float  # G~
 
     @classmethod
-    def of(cls, gallery: np.ndarray) -> RoundingBound:
+    def of_piece(cls, piece) -> RoundingBound:
+        """The bound's gallery figures over one float32 tensor of rows."""
         import torch
 
-        norm = rounding = norm_bf16 = 0.0
-        for start in range(0, len(gallery), PIECE):
-            piece = torch.from_numpy(np.array(gallery[start : start + PIECE], np.float32))
-            rounded = piece.to(torch.bfloat16).float()
-            norm = max(norm, float(piece.norm(dim=1).max()))
-            rounding = max(rounding, float((rounded - piece).norm(dim=1).max()))
-            norm_bf16 = max(norm_bf16, float(rounded.norm(dim=1).max()))
-        return cls(norm, rounding, norm_bf16)
+        rounded = piece.to(torch.bfloat16).float()
+        return cls(
+            float(piece.norm(dim=1).max()),
+            float((rounded - piece).norm(dim=1).max()),
+            float(rounded.norm(dim=1).max()),
+        )
+
+    def merged(self, other: RoundingBound) -> RoundingBound:
+        pairs = zip(astuple(self), astuple(other), strict=True)
+        return RoundingBound(*(max(a, b) for a, b in pairs))
+
+    @classmethod
+    def of(cls, gallery: np.ndarray) -> RoundingBound:
+        bound = cls(0.0, 0.0, 0.0)
+        for _, piece in _pieces(gallery):
+            bound = bound.merged(cls.of_piece(piece))
+        return bound
 
     def input_error(self, block, rounded, dim: int):
         """Per query: the bound on |q~.g~ - q.g| before the output rounding (a tensor)."""
@@ -147,34 +166,63 @@ def lower_cut(floor: np.ndarray, error: np.ndarray) -> np.ndarray:
     return base - U_BF16 * np.abs(base) / (1 - 2 * U_BF16) - 1e-7
 
 
-def _rescore(table: np.ndarray, block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def bf16_floor(x: np.ndarray) -> np.ndarray:
+    """The largest bfloat16 value <= x, each (float32 values a bfloat16 holds exactly).
+
+    bfloat16 is the upper half of a float32: dropping the lower 16 bits rounds toward
+    zero, down for x >= 0; a negative x with bits dropped steps one unit further down."""
+    f = np.asarray(x, dtype=np.float32)
+    f = np.where(f > x, np.nextafter(f, np.float32(-np.inf)), f)
+    bits = f.view(np.uint32)
+    kept = bits & np.uint32(0xFFFF0000)
+    dropped_negative = (bits >> np.uint32(31)).astype(bool) & (bits != kept)
+    return np.where(dropped_negative, kept + np.uint32(0x10000), kept).view(np.float32)
+
+
+def _rescore(table: np.ndarray, block: np.ndarray, rows: np.ndarray, workers: int = 1):
     """Exact float32 products of each query with its candidate rows (`rows` (m, w), -1
     padding at the end of a row, scored -inf). Queries go in order of their candidate
     count, in pieces of about 512 gathered rows (~9 MiB: larger pieces fault in pages and
-    run several times slower here), each piece only as wide as its longest row."""
+    run several times slower here), each piece only as wide as its longest row; `workers`
+    threads gather pieces side by side (numpy's gather holds one core and frees the GIL)."""
     out = np.full(rows.shape, -np.inf, dtype=np.float32)
     counts = (rows >= 0).sum(axis=1)
     order = np.argsort(counts, kind="stable")
-    i = 0
+    pieces, i = [], 0
     while i < len(order):
         width = max(1, int(counts[order[min(len(order) - 1, i + 7)]]))
-        piece = order[i : i + max(8, 512 // width)]
+        pieces.append(order[i : i + max(8, 512 // width)])
+        i += len(pieces[-1])
+
+    def score(piece: np.ndarray) -> None:
         width = max(1, int(counts[piece].max()))
         ids = rows[piece, :width]
         vectors = table[np.maximum(ids, 0).ravel()].reshape(*ids.shape, block.shape[1])
         values = np.matmul(vectors, block[piece, :, None])[..., 0]
         out[piece, :width] = np.where(ids >= 0, values, -np.inf)
-        i += len(piece)
+
+    if workers <= 1 or len(pieces) == 1:
+        for piece in pieces:
+            score(piece)
+        return out
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(score, pieces))
     return out
 
 
-def _padded(mask: np.ndarray) -> np.ndarray:
-    """The True columns of each row of `mask`, left-aligned, padded with -1."""
-    counts = mask.sum(axis=1)
+def _padded(mask) -> np.ndarray:
+    """The True columns of each row of `mask` (a torch bool tensor), left-aligned, padded
+    with -1."""
+    import torch
+
+    q, cols = torch.nonzero(mask, as_tuple=True)
+    counts = torch.bincount(q, minlength=len(mask)).numpy()
     rows = np.full((len(mask), max(1, int(counts.max(initial=0)))), -1, dtype=np.int64)
-    q, cols = np.nonzero(mask)
+    q = q.numpy()
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rows[q, np.arange(len(q)) - starts[q]] = cols
+    rows[q, np.arange(len(q)) - starts[q]] = cols.numpy()
     return rows
 
 
@@ -188,20 +236,6 @@ class Bf16Stats:
     widened_rows: int = 0
 
 
-def float32_table(gallery: np.ndarray) -> np.ndarray:
-    """The gallery as float32 in memory (the array itself when it already is one)."""
-    if (
-        gallery.dtype == np.float32
-        and isinstance(gallery, np.ndarray)
-        and not isinstance(gallery, np.memmap)
-    ):
-        return np.ascontiguousarray(gallery)
-    table = np.empty(gallery.shape, dtype=np.float32)
-    for start in range(0, len(gallery), PIECE):
-        table[start : start + PIECE] = gallery[start : start + PIECE]
-    return table
-
-
 class Bf16Search:
     """Exact top-k with bfloat16 products choosing the candidates (see the module doc).
 
@@ -209,7 +243,8 @@ class Bf16Search:
     smallest of those k exact similarities is a floor under the true k-th. Every other row
     whose bfloat16 product, plus the rounding bound, can reach that floor is re-scored
     too, and the best k of all re-scored rows are the answer (ties: the lower row).
-    Memory: the gallery in bfloat16 and in float32 (1.4 GiB at 51,033 x 4608).
+    Memory: the gallery in bfloat16 and in float32 (1.4 GiB at 51,033 x 4608), both made
+    in one pass over it.
     """
 
     name = "bf16"
@@ -217,9 +252,19 @@ class Bf16Search:
     def __init__(self, gallery: np.ndarray) -> None:
         import torch
 
-        self.table = _table(gallery, torch.bfloat16)
-        self.rows = float32_table(gallery)
-        self.bound = RoundingBound.of(gallery)
+        self.table = torch.empty(gallery.shape, dtype=torch.bfloat16)
+        in_memory = isinstance(gallery, np.ndarray) and not isinstance(gallery, np.memmap)
+        if in_memory and gallery.dtype == np.float32 and gallery.flags.c_contiguous:
+            self.rows = gallery
+        else:
+            self.rows = np.empty(gallery.shape, dtype=np.float32)
+        self.bound = RoundingBound(0.0, 0.0, 0.0)
+        for start, piece in _pieces(gallery):
+            self.table[start : start + len(piece)] = piece
+            if self.rows is not gallery:
+                self.rows[start : start + len(piece)] = piece.numpy()
+            self.bound = self.bound.merged(RoundingBound.of_piece(piece))
+        self.workers = torch.get_num_threads()
         self.stats = Bf16Stats()
 
     def search(
@@ -239,25 +284,25 @@ class Bf16Search:
                 error = self.bound.input_error(block_t, rounded, dim).numpy().astype(np.float64)
                 coarse = rounded @ self.table.T
                 first = torch.topk(coarse, k, dim=1, sorted=False).indices
-                first_exact = _rescore(self.rows, block, first.numpy())
+                first_exact = _rescore(self.rows, block, first.numpy(), self.workers)
                 floor = first_exact.min(axis=1).astype(np.float64)
-                # rows the bound cannot rule out (the cut rounded down to bfloat16)
-                cut = lower_cut(floor, error)
-                cut = torch.from_numpy(cut - np.abs(cut) * 2.0**-7).to(torch.bfloat16)
+                # rows the bound cannot rule out
+                cut = torch.from_numpy(bf16_floor(lower_cut(floor, error))).to(torch.bfloat16)
                 reach = coarse >= cut[:, None]
                 del coarse
                 reach.scatter_(1, first, False)
-                reach = reach.numpy()
-                rows = np.concatenate([first.numpy(), _padded(reach)], axis=1)
+                wide = _padded(reach)
+                rows = np.concatenate([first.numpy(), wide], axis=1)
                 values = np.concatenate(
-                    [first_exact, _rescore(self.rows, block, rows[:, k:])], axis=1
+                    [first_exact, _rescore(self.rows, block, wide, self.workers)], axis=1
                 )
                 order = np.lexsort((np.where(rows < 0, n, rows), -values), axis=1)[:, :k]
                 sims[start : start + len(block)] = np.take_along_axis(values, order, 1)
                 idx[start : start + len(block)] = np.take_along_axis(rows, order, 1)
+                widened = (wide >= 0).sum(axis=1)
                 self.stats.queries += len(block)
-                self.stats.widened += int(reach.any(axis=1).sum())
-                self.stats.widened_rows += int(reach.sum())
+                self.stats.widened += int((widened > 0).sum())
+                self.stats.widened_rows += int(widened.sum())
         return sims, idx
 
 
@@ -321,7 +366,9 @@ def choose_backend(
 
     Searches under PROBE_MIN_WORK multiply-adds take torch (nothing to gain is worth a
     probe). For larger ones each backend is built on the first `probe_rows` gallery rows
-    and searched with the first `probe_queries` queries (after a warm-up); its time is
+    and searched with the first `probe_queries` queries (after a warm-up) for the k rows
+    of the same rank in the slice (k x slice / gallery: the bfloat16 search's re-scoring
+    grows with k, and at the same rank with the rows, like everything else); its time is
     scaled to the whole search (building by rows, searching by rows x queries) and the
     fastest kept. Every backend is exact: the choice changes the time, never the answer.
     """
@@ -332,13 +379,14 @@ def choose_backend(
     rows = gallery[: min(len(gallery), probe_rows)]
     sample = queries[: min(len(queries), probe_queries)]
     row_scale, query_scale = len(gallery) / len(rows), len(queries) / len(sample)
+    probe_k = max(1, round(k / row_scale))  # the same rank among the rows: k scales with them
     estimate = {}
     for name, backend in backends.items():
-        backend(rows[:1024]).search(sample[:16], k)  # warm-up: kernels, allocator, pages
+        backend(rows[:1024]).search(sample[:16], probe_k)  # warm-up: kernels, allocator, pages
         start = time.perf_counter()
         searcher = backend(rows)
         built = time.perf_counter()
-        searcher.search(sample, k)
+        searcher.search(sample, probe_k)
         searched = time.perf_counter()
         estimate[name] = round(
             (built - start) * row_scale + (searched - built) * row_scale * query_scale, 2
