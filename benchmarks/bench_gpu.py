@@ -1,0 +1,613 @@
+"""GPU proof of the competition configs (issue 17): one short script for a time-boxed lease.
+
+For each full-size config (configs/happywhale/: tf_efficientnet_b6_ns, tf_efficientnetv2_l,
+eca_nfnet_l2), random weights at the config's resolution and batch size:
+
+  train      the package's own `Trainer.train_epoch` (loader workers decoding JPEG crops,
+             augmentation, autocast, GradScaler for fp16, channels_last, EMA, AdamW,
+             schedule) on synthetic photos made here (`wildid.synth`), once per precision
+             (fp16, bf16): images/s after the first (warm-up) epoch, peak GPU memory, and
+             the loss of the first and last epochs. An out-of-memory at the config's batch
+             is reported and retried at half the batch. Checkpoints are not written (disk,
+             not GPU, and they would cost the lease minutes).
+  embed      `wildid.infer.embed.embed_views` with flip TTA, as the pipeline's embed stage
+             runs it (float32), and the same under bf16 autocast (speed, agreement).
+  retrieval  `wildid.infer.retrieval.search(kind="flat")` on a Happywhale-sized gallery
+             (bench_retrieval's 51,033 x 4608-d against 27,956 queries, random unit rows,
+             float16 as the pipeline stores them), k=5: faiss-gpu if importable, else torch
+             on the GPU; checked against a float64 brute force on some of the queries.
+  ddp        `torchrun --standalone --nproc_per_node 1 -m wildid.train.ddp` (NCCL on a GPU,
+             gloo on a CPU) on the synthetic photos: one epoch of the b6 config.
+  headroom   (only with --headroom DATA) benchmarks/sweep_quality.py on a real catalogue with
+             benchmarks/sweeps/nyala_gpu.yaml (nyala closed set at 3x and 5x the CPU epochs),
+             time-boxed by what is left of the budget.
+
+Every stage has a share of `--budget-s`; a stage that would not fit is skipped (saying
+why), a stage that fails is recorded with its error and the next one runs. After each
+stage the figures so far are written to `--out` (atomically), so a killed run still leaves
+them. The last line of stdout is one JSON object with everything.
+
+    python benchmarks/bench_gpu.py [--budget-s 480] [--out FILE] [--headroom DATA]
+    python benchmarks/bench_gpu.py --cpu        # CPU-sized mode (auto without CUDA), < 1 min
+
+The CPU-sized mode runs every code path above with tiny stand-ins (timm's test_* models of
+the same families, 64 px, 2-step epochs, a small gallery, gloo); `make test` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import gc
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_retrieval import DIM, GALLERY, QUERIES
+
+import wildid  # offline switches
+from wildid import pipeline
+from wildid.config import Config, load_config
+from wildid.data.transforms import eval_transform
+from wildid.infer.embed import embed_views
+from wildid.infer.retrieval import search
+from wildid.io import write_text
+from wildid.layout import RunLayout
+from wildid.models.net import EmbeddingNet
+from wildid.synth.render import SynthSpec, synthesize
+from wildid.train.engine import TrainData, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "happywhale"
+BACKBONES = ("tf_efficientnet_b6_ns", "tf_efficientnetv2_l", "eca_nfnet_l2")
+# The CPU-sized mode's stand-ins: timm's tiny test models of the same families.
+CPU_STANDINS = {
+    "tf_efficientnet_b6_ns": "test_efficientnet",
+    "tf_efficientnetv2_l": "test_efficientnet",
+    "eca_nfnet_l2": "test_nfnet",
+}
+K = 5  # neighbours searched per query (Happywhale's MAP@5)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How big everything is: the GPU lease's sizes, or the CPU-sized smoke run's."""
+
+    name: str
+    device: str
+    precisions: tuple[str, ...]
+    steps_per_epoch: int  # optimizer steps per epoch (the first epoch is the warm-up)
+    max_steps: int  # per run, when its share of the budget allows
+    individuals: int  # synthetic individuals (about 5 photos each)
+    photo_size: int  # longer side of the synthetic photos, px
+    embed_images: int  # images embedded per backbone (each also mirrored)
+    gallery: int
+    queries: int
+    dim: int
+    reference_queries: int  # queries checked against a float64 brute force
+    # overrides of every config: None keeps the config's own value
+    backbone: dict[str, str] | None = None
+    image_size: int | None = None
+    batch_size: int | None = None
+    num_workers: int | None = None
+    crop_size: int | None = None
+
+
+GPU_MODE = Mode(
+    "gpu", "cuda", ("fp16", "bf16"), steps_per_epoch=25, max_steps=200, individuals=24,
+    photo_size=768, embed_images=1024, gallery=GALLERY, queries=QUERIES, dim=DIM,
+    reference_queries=2048,
+)  # fmt: skip
+CPU_MODE = Mode(
+    "cpu", "cpu", ("fp32", "bf16"), steps_per_epoch=2, max_steps=4, individuals=8,
+    photo_size=128, embed_images=16, gallery=2000, queries=300, dim=256,
+    reference_queries=300, backbone=CPU_STANDINS, image_size=64, batch_size=4, num_workers=0,
+    crop_size=96,
+)  # fmt: skip
+
+# Each stage's share of the budget (headroom: whatever is left). A stage starts only with
+# at least MIN_SHARE of its share left.
+SHARES = {"data": 0.06, "train": 0.56, "embed": 0.1, "retrieval": 0.1, "ddp": 0.18}
+MIN_SHARE = 0.25
+
+
+# ------------------------------------------------------------------------------ plumbing
+
+
+class Bench:
+    """The results so far, the clock, and the partial-results file."""
+
+    def __init__(self, budget_s: float, out: Path | None, environment: dict) -> None:
+        self.start, self.budget_s, self.out = time.perf_counter(), budget_s, out
+        self.results: dict = {"budget_s": budget_s, "environment": environment, "stages": {}}
+
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.start)
+
+    def save(self) -> None:
+        self.results["elapsed_s"] = round(time.perf_counter() - self.start, 1)
+        if self.out is not None:
+            write_text(self.out, json.dumps(self.results, indent=1) + "\n")
+
+    def stage(self, name: str, share: float | None, run: Callable[[float], dict]) -> dict:
+        """Run one stage with its deadline (perf_counter seconds); never raises."""
+        allowed = self.left() if share is None else min(self.left(), share * self.budget_s)
+        needed = 0.0 if share is None else MIN_SHARE * share * self.budget_s
+        if allowed <= 0 or allowed < needed:
+            result = {"status": "skipped", "reason": f"{self.left():.0f} s of the budget left"}
+        else:
+            log(f"== {name} (up to {allowed:.0f} s)")
+            began = time.perf_counter()
+            try:
+                result = {"status": "ok", **run(began + allowed)}
+            except Exception as err:  # one stage's failure must not stop the others
+                result = {"status": "error", "error": one_line(err)}
+                traceback.print_exc(file=sys.stderr)
+            result["seconds"] = round(time.perf_counter() - began, 1)
+        if result["status"] != "ok":
+            log(f"== {name}: {result['status']}: {result.get('reason') or result.get('error')}")
+        self.results["stages"][name] = result
+        self.save()
+        return result
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:500]}"
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def with_halving(run: Callable[[int], dict], batch: int) -> dict:
+    """`run(batch)`, retried at half the batch after each out-of-memory (down to 2)."""
+    ooms = []
+    while True:
+        try:
+            return {**run(batch), "oom_at_batch": ooms}
+        except Exception as err:
+            if not is_oom(err) or batch // 2 < 2:
+                raise
+            message = one_line(err)
+        # out of the except block: the traceback's frames (and their tensors) are gone
+        ooms.append(batch)
+        log(f"   out of memory at batch {batch} ({message[:120]}); retrying at {batch // 2}")
+        free_memory()
+        batch //= 2
+
+
+# ------------------------------------------------------------------------------ stages
+
+
+def environment(mode: Mode) -> dict:
+    def version(name: str) -> str | None:
+        try:
+            return getattr(importlib.import_module(name), "__version__", "?")
+        except Exception:  # not installed, or broken: both are worth knowing
+            return None
+
+    faiss = importlib.util.find_spec("faiss") is not None
+    env = {
+        "mode": mode.name,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cuda_available": torch.cuda.is_available(),
+        "timm": version("timm"),
+        "albumentations": version("albumentations"),
+        "faiss": version("faiss") if faiss else None,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if faiss:
+        module = importlib.import_module("faiss")
+        env["faiss_gpus"] = getattr(module, "get_num_gpus", lambda: 0)()
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            gpu_count=torch.cuda.device_count(),
+            bf16_supported=torch.cuda.is_bf16_supported(),
+        )
+        try:
+            nccl = torch.cuda.nccl.version()
+            env["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
+        except Exception as err:  # a torch built without NCCL: the ddp stage will say more
+            env["nccl"] = one_line(err)
+    return env
+
+
+def config_for(backbone: str, mode: Mode, work: Path, extra: tuple[str, ...] = ()) -> Config:
+    """The backbone's competition config, on the synthetic photos, sized for `mode`."""
+    overrides = [
+        f"data={work / 'photos'}",
+        f"working={work / 'working'}",
+        "model.pretrained=none",  # random weights: nothing is downloaded
+        "train.folds=1",
+        f"train.device={mode.device}",
+    ]
+    sizes = {
+        "model.backbone": (mode.backbone or {}).get(backbone),
+        "train.image_size": mode.image_size,
+        "train.batch_size": mode.batch_size,
+        "train.num_workers": mode.num_workers,
+        "crop.size": mode.crop_size,
+    }
+    overrides += [f"{key}={value}" for key, value in sizes.items() if value is not None]
+    return load_config(CONFIGS / f"{backbone}.yaml", [*overrides, *extra])
+
+
+def make_photos(mode: Mode, work: Path) -> tuple[dict, TrainData, list[str]]:
+    """Synthetic photos -> the pipeline's own check, split and crops -> training data."""
+    spec = SynthSpec(individuals=mode.individuals, size=mode.photo_size, seed=0)
+    summary = synthesize(work / "photos", spec, progress=False)
+    config = config_for(BACKBONES[0], mode, work)
+    competition, split = pipeline.prepare(config, progress=False)
+    crops = pipeline.crop(config, competition, progress=False)
+    data = pipeline.train_data(crops, split, config.crop.kinds[0])
+    everything = crops.paths("train", config.crop.kinds[0], competition.train["image"])
+    figures = {
+        "photos": summary.train_images + summary.test_images,
+        "train_photos": len(data.train_paths),
+        "individuals": len(set(data.train_ids)),
+        "photo_size": mode.photo_size,
+    }
+    return figures, data, everything
+
+
+def repeated(data: TrainData, images: int) -> TrainData:
+    """`data`'s train photos cycled to `images` entries (each draw is augmented anew), no
+    validation: an epoch of exactly the steps wanted from a few photos."""
+    n = len(data.train_paths)
+    take = [i % n for i in range(images)]
+    species = data.train_species
+    return dataclasses.replace(
+        data,
+        train_paths=[data.train_paths[i] for i in take],
+        train_ids=[data.train_ids[i] for i in take],
+        train_species=None if species is None else [species[i] for i in take],
+        val_paths=[],
+        val_truths=[],
+        train_kind_paths=None,
+    )
+
+
+def train_run(
+    backbone: str, precision: str, batch: int, mode: Mode, work: Path, photos: TrainData,
+    deadline: float,
+) -> dict:  # fmt: skip
+    """Epochs of `Trainer.train_epoch` until `mode.max_steps` or the deadline."""
+    epochs = max(2, mode.max_steps // mode.steps_per_epoch)
+    extra = (f"train.precision={precision}", f"train.batch_size={batch}", f"train.epochs={epochs}")
+    config = config_for(backbone, mode, work, extra)
+    tc = config.train
+    data = repeated(photos, batch * tc.accumulate * mode.steps_per_epoch)
+    name = f"{backbone}-{precision}-{batch}"
+    trainer = Trainer(config, data, work / "runs" / name)
+    device = trainer.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    losses, seconds = [], []
+    images = len(trainer.batches) * tc.batch_size
+    for epoch in range(epochs):
+        trainer.epoch = epoch
+        began = time.perf_counter()
+        losses.append(trainer.train_epoch(progress=False))  # ends with .item(): synchronised
+        synchronise(device)
+        seconds.append(time.perf_counter() - began)
+        log(f"   {name} epoch {epoch + 1}: loss {losses[-1]:.3f}, {images / seconds[-1]:.1f} img/s")
+        if time.perf_counter() + seconds[-1] > deadline:
+            break
+    timed = seconds[1:] or seconds  # the first epoch warms up kernels, allocator, workers
+    result = {
+        "backbone": backbone,
+        "ran": config.model.backbone,
+        "image_size": tc.image_size,
+        "batch": batch,
+        "accumulate": tc.accumulate,
+        "precision": trainer.precision,
+        "channels_last": tc.channels_last,
+        "num_workers": tc.num_workers,
+        "steps": trainer.step,
+        "epochs": len(losses),
+        "images_per_s": round(images * len(timed) / sum(timed), 1),
+        "warmup_included": len(seconds) == 1,
+        "loss_first": round(losses[0], 4),
+        "loss_last": round(losses[-1], 4),
+        "loss_fell": bool(losses[-1] < losses[0]),
+        "losses": [round(v, 4) for v in losses],
+    }
+    if device.type == "cuda":
+        result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
+    del trainer
+    free_memory()
+    return result
+
+
+def train_stage(mode: Mode, work: Path, photos: TrainData, deadline: float) -> dict:
+    runs = []
+    plan = [(b, p) for b in BACKBONES for p in mode.precisions]
+    for i, (backbone, precision) in enumerate(plan):
+        share = (deadline - time.perf_counter()) / (len(plan) - i)
+        if share <= 0:
+            runs.append({"backbone": backbone, "precision": precision, "status": "skipped"})
+            continue
+        run_deadline = time.perf_counter() + share
+        batch = config_for(backbone, mode, work).train.batch_size
+        log(f"-- {backbone} {precision} batch {batch} (up to {share:.0f} s)")
+        run = functools.partial(
+            train_run, backbone, precision, mode=mode, work=work, photos=photos,
+            deadline=run_deadline,
+        )  # fmt: skip
+        try:
+            runs.append({"status": "ok", **with_halving(run, batch)})
+        except Exception as err:
+            runs.append({"backbone": backbone, "precision": precision, "status": "error",
+                         "error": one_line(err)})  # fmt: skip
+            traceback.print_exc(file=sys.stderr)
+        free_memory()
+    return {"runs": runs}
+
+
+def embed_stage(mode: Mode, work: Path, paths: list[str], deadline: float) -> dict:
+    """Flip-TTA embedding of each backbone, float32 (the pipeline's way) then bf16 autocast."""
+    runs = []
+    images = [paths[i % len(paths)] for i in range(mode.embed_images)]
+    for backbone in BACKBONES:
+        if time.perf_counter() > deadline:
+            runs.append({"backbone": backbone, "status": "skipped"})
+            continue
+        config = config_for(backbone, mode, work)
+        device = torch.device(mode.device)
+        net = EmbeddingNet(config.model, pretrained="none").to(device).eval()
+        transform = eval_transform(config.train.image_size, net.mean_std)
+        batch, workers = config.embed.batch_size, config.train.num_workers
+        row = {
+            "backbone": backbone,
+            "ran": config.model.backbone,
+            "batch": batch,
+            "image_size": config.train.image_size,
+            "images": len(images),
+            "flip_tta": True,
+        }
+        views = {}
+        for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            cast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+            with cast:
+                embed_views(net, images[:batch], transform, batch, True, 0, device, progress=False)
+                synchronise(device)
+                began = time.perf_counter()
+                views[label] = embed_views(
+                    net, images, transform, batch, True, workers, device, progress=False
+                )
+                synchronise(device)
+            row[f"{label}_images_per_s"] = round(len(images) / (time.perf_counter() - began), 1)
+        plain, mirrored = (np.sum(a * b, axis=1) for a, b in zip(*views.values(), strict=True))
+        row["bf16_min_cosine_to_fp32"] = round(float(min(plain.min(), mirrored.min())), 5)
+        runs.append({"status": "ok", **row})
+        del net
+        free_memory()
+    return {"runs": runs}
+
+
+def unit_rows(n: int, dim: int, seed: int, device: torch.device) -> np.ndarray:
+    """Random unit rows as float16 (how the pipeline stores embeddings), made on `device`."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    rows = torch.randn(n, dim, generator=generator, device=device)
+    return torch.nn.functional.normalize(rows, dim=1).half().cpu().numpy()
+
+
+def reference_topk(gallery: np.ndarray, queries: np.ndarray, device: torch.device) -> np.ndarray:
+    """Top-k indices by a float64 brute force (the float16 rows as stored)."""
+    table = torch.from_numpy(gallery).to(device, torch.float64)
+    found = []
+    for start in range(0, len(queries), 512):
+        block = torch.from_numpy(queries[start : start + 512]).to(device, torch.float64)
+        found.append(torch.topk(block @ table.T, K, dim=1).indices.cpu().numpy())
+    return np.concatenate(found)
+
+
+def retrieval_stage(mode: Mode, deadline: float) -> dict:
+    device = torch.device(mode.device)
+    began = time.perf_counter()
+    gallery = unit_rows(mode.gallery, mode.dim, 0, device)
+    queries = unit_rows(mode.queries, mode.dim, 1, device)
+    made_s = time.perf_counter() - began
+    info: dict = {}
+    began = time.perf_counter()
+    side = "gpu" if device.type == "cuda" else "cpu"
+    _, idx = search(gallery, queries, K, kind="flat", info=info, device=side)
+    seconds = time.perf_counter() - began
+    m = mode.reference_queries
+    exact = reference_topk(gallery, queries[:m], device)
+    return {
+        "gallery": len(gallery),
+        "queries": len(queries),
+        "dim": mode.dim,
+        "k": K,
+        "backend": info.get("backend"),
+        "search_s": round(seconds, 2),
+        "data_s": round(made_s, 1),
+        "reference_queries": m,
+        "matches_reference": bool((idx[:m] == exact).all()),
+        "top1_agreement": float((idx[:m, 0] == exact[:, 0]).mean()),
+    }
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment with the imported wildid first on the path."""
+    env = dict(os.environ)
+    src = str(Path(wildid.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def ddp_stage(mode: Mode, work: Path, deadline: float) -> dict:
+    """One epoch of the b6 config under torchrun, one process (NCCL on a GPU, gloo else)."""
+    backbone = BACKBONES[0]
+    extra = ("train.epochs=1", f"working={work / 'ddp'}", "train.val_fraction=0.2")
+    config = config_for(backbone, mode, work, extra)
+    overrides = [
+        f"{k}={v}"
+        for k, v in {
+            "data": config.data,
+            "working": config.working,
+            "model.backbone": config.model.backbone,
+            "model.pretrained": "none",
+            "train.folds": 1,
+            "train.epochs": 1,
+            "train.device": mode.device,
+            "train.image_size": config.train.image_size,
+            "train.batch_size": config.train.batch_size,
+            "train.num_workers": config.train.num_workers,
+            "train.val_fraction": config.train.val_fraction,
+            "crop.size": config.crop.size,
+        }.items()
+    ]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "1", "-m", "wildid.train.ddp",
+               str(CONFIGS / f"{backbone}.yaml"), *overrides]  # fmt: skip
+    began = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=child_env(),
+            timeout=max(1.0, deadline - time.perf_counter()),
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as err:
+        raise TimeoutError(f"torchrun ran past the stage's {err.timeout:.0f} s") from None
+    seconds = time.perf_counter() - began
+    out = RunLayout.of(config).fold(0)
+    result = {
+        "backend": "nccl" if mode.device == "cuda" else "gloo",
+        "backbone": backbone,
+        "ran": config.model.backbone,
+        "command": " ".join(["torchrun", *command[3:]]),
+        "returncode": done.returncode,
+        "torchrun_s": round(seconds, 1),
+        "completed": done.returncode == 0 and "best checkpoint" in done.stdout,
+    }
+    history = out / "history.csv"
+    if history.is_file():
+        import pandas as pd
+
+        row = pd.read_csv(history).iloc[-1]
+        result.update(loss=round(float(row["loss"]), 4), images_per_s=float(row["img_per_s"]))
+    if done.returncode != 0:
+        result["stderr_tail"] = done.stderr[-1500:]
+    return result
+
+
+def headroom_stage(data: Path, work: Path, deadline: float) -> dict:
+    """The nyala closed-set sweep at 3x and 5x the CPU epochs, time-boxed."""
+    out = work / "headroom"
+    minutes = max(0.5, (deadline - time.perf_counter()) / 60)
+    command = [sys.executable, str(ROOT / "benchmarks" / "sweep_quality.py"),
+               "--variants", str(ROOT / "benchmarks" / "sweeps" / "nyala_gpu.yaml"),
+               "--data", str(data), "--out", str(out), "--max-minutes", f"{minutes:.1f}",
+               "--set", f"train.num_workers={min(12, os.cpu_count() or 1)}"]  # fmt: skip
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=child_env(),
+            timeout=max(1.0, deadline - time.perf_counter()), cwd=ROOT,
+        )  # fmt: skip
+        returncode, tail = done.returncode, done.stderr[-1500:]
+    except subprocess.TimeoutExpired:
+        returncode, tail = None, "timed out: the variants finished before it are below"
+    rows_file = out / "sweep.jsonl"
+    rows = rows_file.read_text().splitlines() if rows_file.is_file() else []
+    result = {"returncode": returncode, "variants": [json.loads(row) for row in rows]}
+    if returncode != 0:
+        result["stderr_tail"] = tail
+    return result
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cpu", action="store_true", help="the CPU-sized mode (auto without CUDA)")
+    p.add_argument("--budget-s", type=float, default=None, help="default 480 (GPU), 240 (CPU)")
+    p.add_argument("--out", type=Path, default=None, help="JSON file of the figures so far")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp)")
+    p.add_argument("--headroom", type=Path, default=None, help="a real catalogue (nyala)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    mode = CPU_MODE if args.cpu or not torch.cuda.is_available() else GPU_MODE
+    budget = args.budget_s or (480.0 if mode is GPU_MODE else 240.0)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_gpu_"))
+    env = environment(mode)
+    log(json.dumps(env))
+    bench = Bench(budget, args.out, env)
+    holder: dict = {}
+
+    def data(deadline: float) -> dict:
+        figures, holder["train"], holder["paths"] = make_photos(mode, work)
+        return figures
+
+    bench.stage("data", SHARES["data"], data)
+    have_photos = "train" in holder
+    no_photos = {"status": "skipped", "reason": "no photos (the data stage failed)"}
+    for name, run in (
+        ("train", lambda d: train_stage(mode, work, holder["train"], d)),
+        ("embed", lambda d: embed_stage(mode, work, holder["paths"], d)),
+    ):
+        if have_photos:
+            bench.stage(name, SHARES[name], run)
+        else:
+            bench.results["stages"][name] = no_photos
+    bench.stage("retrieval", SHARES["retrieval"], lambda d: retrieval_stage(mode, d))
+    if have_photos:
+        bench.stage("ddp", SHARES["ddp"], lambda d: ddp_stage(mode, work, d))
+    else:
+        bench.results["stages"]["ddp"] = no_photos
+    if args.headroom is None:
+        bench.results["stages"]["headroom"] = {"status": "skipped", "reason": "no --headroom"}
+    elif not args.headroom.is_dir():
+        reason = f"{args.headroom}: no catalogue there"
+        bench.results["stages"]["headroom"] = {"status": "skipped", "reason": reason}
+    else:
+        bench.stage("headroom", None, lambda d: headroom_stage(args.headroom, work, d))
+    bench.save()
+    print(json.dumps(bench.results), flush=True)
+    return bench.results
+
+
+if __name__ == "__main__":
+    main()
