@@ -51,8 +51,8 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -82,8 +82,7 @@ CPU_STANDINS = {
 K = 5  # neighbours searched per query (Happywhale's MAP@5)
 
 
-@dataclass(frozen=True)
-class Mode:
+class Mode(NamedTuple):
     """How big everything is: the GPU lease's sizes, or the CPU-sized smoke run's."""
 
     name: str
