@@ -43,8 +43,10 @@ import gc
 import importlib
 import importlib.util
 import json
+import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -119,6 +121,8 @@ CPU_MODE = Mode(
 
 # Each stage's share of the budget (headroom: whatever is left). A stage starts only with
 # at least MIN_SHARE of its share left.
+STAGES = ("data", "train", "embed", "retrieval", "ddp", "headroom")
+NEED_PHOTOS = {"train", "embed", "ddp"}
 SHARES = {"data": 0.06, "train": 0.56, "embed": 0.1, "retrieval": 0.1, "ddp": 0.18}
 MIN_SHARE = 0.25
 
@@ -141,12 +145,17 @@ class Bench:
         if self.out is not None:
             write_text(self.out, json.dumps(self.results, indent=1) + "\n")
 
+    def skip(self, name: str, reason: str) -> None:
+        self.results["stages"][name] = {"status": "skipped", "reason": reason}
+        self.save()
+
     def stage(self, name: str, share: float | None, run: Callable[[float], dict]) -> dict:
         """Run one stage with its deadline (perf_counter seconds); never raises."""
         allowed = self.left() if share is None else min(self.left(), share * self.budget_s)
         needed = 0.0 if share is None else MIN_SHARE * share * self.budget_s
         if allowed <= 0 or allowed < needed:
-            result = {"status": "skipped", "reason": f"{self.left():.0f} s of the budget left"}
+            left = f"{self.left():.0f} s of the budget left, {needed:.0f} s needed"
+            result = {"status": "skipped", "reason": left}
         else:
             log(f"== {name} (up to {allowed:.0f} s)")
             began = time.perf_counter()
@@ -174,6 +183,25 @@ def one_line(err: BaseException) -> str:
 
 def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def is_loader_error(err: BaseException) -> bool:
+    """A loader worker died (killed, out of shared memory): worth one try without workers."""
+    text = str(err)
+    return "DataLoader" in text or "shared memory" in text or "shm" in text
+
+
+def with_fallback(run: Callable[[int | None], dict]) -> dict:
+    """`run(None)` (the config's loader workers), once more with 0 after a loader error."""
+    try:
+        return run(None)
+    except Exception as err:
+        if not is_loader_error(err):
+            raise
+        message = one_line(err)
+    log(f"   loader failed ({message[:120]}); once more with train.num_workers=0")
+    free_memory()
+    return {**run(0), "loader_fallback": message}
 
 
 def free_memory() -> None:
@@ -227,6 +255,9 @@ def environment(mode: Mode) -> dict:
         "faiss": version("faiss") if faiss else None,
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "shm_free_gib": round(shutil.disk_usage("/dev/shm").free / 2**30, 1)
+        if os.path.isdir("/dev/shm")
+        else None,
     }
     if faiss:
         module = importlib.import_module("faiss")
@@ -304,11 +335,12 @@ def repeated(data: TrainData, images: int) -> TrainData:
 
 def train_run(
     backbone: str, precision: str, batch: int, mode: Mode, work: Path, photos: TrainData,
-    deadline: float,
+    deadline: float, workers: int | None = None,
 ) -> dict:  # fmt: skip
     """Epochs of `Trainer.train_epoch` until `mode.max_steps` or the deadline."""
     epochs = max(2, mode.max_steps // mode.steps_per_epoch)
     extra = (f"train.precision={precision}", f"train.batch_size={batch}", f"train.epochs={epochs}")
+    extra += () if workers is None else (f"train.num_workers={workers}",)
     config = config_for(backbone, mode, work, extra)
     tc = config.train
     data = repeated(photos, batch * tc.accumulate * mode.steps_per_epoch)
@@ -345,6 +377,7 @@ def train_run(
         "loss_first": round(losses[0], 4),
         "loss_last": round(losses[-1], 4),
         "loss_fell": bool(losses[-1] < losses[0]),
+        "loss_finite": all(math.isfinite(v) for v in losses),
         "losses": [round(v, 4) for v in losses],
     }
     if device.type == "cuda":
@@ -355,26 +388,39 @@ def train_run(
     return result
 
 
+def measured_run(
+    backbone: str, precision: str, mode: Mode, work: Path, photos: TrainData, deadline: float
+) -> dict:
+    """`train_run` at the config's batch: halved after an out-of-memory, and once without
+    loader workers after a loader failure."""
+    batch = config_for(backbone, mode, work).train.batch_size
+    log(f"-- {backbone} {precision} batch {batch}")
+
+    def with_workers(workers: int | None) -> dict:
+        run = functools.partial(
+            train_run, backbone, precision, mode=mode, work=work, photos=photos,
+            deadline=deadline, workers=workers,
+        )  # fmt: skip
+        return with_halving(run, batch)
+
+    return with_fallback(with_workers)
+
+
 def train_stage(mode: Mode, work: Path, photos: TrainData, deadline: float) -> dict:
+    """Each backbone x precision in turn, sharing what is left of the stage's time."""
     runs = []
     plan = [(b, p) for b in BACKBONES for p in mode.precisions]
     for i, (backbone, precision) in enumerate(plan):
         share = (deadline - time.perf_counter()) / (len(plan) - i)
+        row = {"backbone": backbone, "precision": precision}
         if share <= 0:
-            runs.append({"backbone": backbone, "precision": precision, "status": "skipped"})
+            runs.append({**row, "status": "skipped"})
             continue
-        run_deadline = time.perf_counter() + share
-        batch = config_for(backbone, mode, work).train.batch_size
-        log(f"-- {backbone} {precision} batch {batch} (up to {share:.0f} s)")
-        run = functools.partial(
-            train_run, backbone, precision, mode=mode, work=work, photos=photos,
-            deadline=run_deadline,
-        )  # fmt: skip
         try:
-            runs.append({"status": "ok", **with_halving(run, batch)})
+            end = time.perf_counter() + share
+            runs.append({"status": "ok", **measured_run(*row.values(), mode, work, photos, end)})
         except Exception as err:
-            runs.append({"backbone": backbone, "precision": precision, "status": "error",
-                         "error": one_line(err)})  # fmt: skip
+            runs.append({**row, "status": "error", "error": one_line(err)})
             traceback.print_exc(file=sys.stderr)
         free_memory()
     return {"runs": runs}
@@ -563,6 +609,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="JSON file of the figures so far")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp)")
     p.add_argument("--headroom", type=Path, default=None, help="a real catalogue (nyala)")
+    p.add_argument("--only", default="", help=f"comma-separated stages of {','.join(STAGES)}")
     return p.parse_args(argv)
 
 
@@ -571,38 +618,39 @@ def main(argv: list[str] | None = None) -> dict:
     mode = CPU_MODE if args.cpu or not torch.cuda.is_available() else GPU_MODE
     budget = args.budget_s or (480.0 if mode is GPU_MODE else 240.0)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_gpu_"))
+    only = set(args.only.split(",")) if args.only else set(STAGES)
+    if unknown := only - set(STAGES):
+        raise SystemExit(f"--only {args.only}: unknown stage(s) {sorted(unknown)}; {STAGES}")
+    if only & NEED_PHOTOS:
+        only.add("data")
     env = environment(mode)
     log(json.dumps(env))
     bench = Bench(budget, args.out, env)
-    holder: dict = {}
+    photos: dict = {}
 
     def data(deadline: float) -> dict:
-        figures, holder["train"], holder["paths"] = make_photos(mode, work)
+        figures, photos["train"], photos["paths"] = make_photos(mode, work)
         return figures
 
-    bench.stage("data", SHARES["data"], data)
-    have_photos = "train" in holder
-    no_photos = {"status": "skipped", "reason": "no photos (the data stage failed)"}
-    for name, run in (
-        ("train", lambda d: train_stage(mode, work, holder["train"], d)),
-        ("embed", lambda d: embed_stage(mode, work, holder["paths"], d)),
-    ):
-        if have_photos:
-            bench.stage(name, SHARES[name], run)
+    stages = {
+        "data": data,
+        "train": lambda d: train_stage(mode, work, photos["train"], d),
+        "embed": lambda d: embed_stage(mode, work, photos["paths"], d),
+        "retrieval": lambda d: retrieval_stage(mode, d),
+        "ddp": lambda d: ddp_stage(mode, work, d),
+        "headroom": lambda d: headroom_stage(args.headroom, work, d),
+    }
+    for name, run in stages.items():
+        if name not in only:
+            bench.skip(name, "not in --only")
+        elif name in NEED_PHOTOS and not photos:
+            bench.skip(name, "no photos (the data stage failed)")
+        elif name == "headroom" and args.headroom is None:
+            bench.skip(name, "no --headroom DATA")
+        elif name == "headroom" and not args.headroom.is_dir():
+            bench.skip(name, f"{args.headroom}: no catalogue there")
         else:
-            bench.results["stages"][name] = no_photos
-    bench.stage("retrieval", SHARES["retrieval"], lambda d: retrieval_stage(mode, d))
-    if have_photos:
-        bench.stage("ddp", SHARES["ddp"], lambda d: ddp_stage(mode, work, d))
-    else:
-        bench.results["stages"]["ddp"] = no_photos
-    if args.headroom is None:
-        bench.results["stages"]["headroom"] = {"status": "skipped", "reason": "no --headroom"}
-    elif not args.headroom.is_dir():
-        reason = f"{args.headroom}: no catalogue there"
-        bench.results["stages"]["headroom"] = {"status": "skipped", "reason": reason}
-    else:
-        bench.stage("headroom", None, lambda d: headroom_stage(args.headroom, work, d))
+            bench.stage(name, SHARES.get(name), run)
     bench.save()
     print(json.dumps(bench.results), flush=True)
     return bench.results

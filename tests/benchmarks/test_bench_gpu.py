@@ -99,3 +99,25 @@ def test_a_failing_stage_is_recorded_and_the_next_runs(tmp_path: Path) -> None:
         "ok",
         "skipped",
     ]
+
+
+def test_a_dead_loader_worker_is_retried_once_without_workers() -> None:
+    tried = []
+
+    def run(workers: int | None) -> dict:
+        tried.append(workers)
+        if workers is None:
+            raise RuntimeError("DataLoader worker (pid 123) is killed by signal: Bus error.")
+        return {"ok": True}
+
+    result = bench_gpu.with_fallback(run)
+    assert tried == [None, 0] and result["ok"] and "DataLoader" in result["loader_fallback"]
+
+    def broken(workers: int | None) -> dict:
+        tried.append(workers)
+        raise ValueError("not a loader problem")
+
+    tried.clear()
+    with pytest.raises(ValueError):
+        bench_gpu.with_fallback(broken)
+    assert tried == [None]
