@@ -121,3 +121,17 @@ def test_a_dead_loader_worker_is_retried_once_without_workers() -> None:
     with pytest.raises(ValueError):
         bench_gpu.with_fallback(broken)
     assert tried == [None]
+
+
+@pytest.mark.parametrize("backbone", bench_gpu.BACKBONES)
+def test_the_gpu_mode_runs_each_config_as_configured(backbone: str, tmp_path: Path) -> None:
+    from wildid.config import load_config
+
+    own = load_config(bench_gpu.CONFIGS / f"{backbone}.yaml")
+    ran = bench_gpu.config_for(backbone, bench_gpu.GPU_MODE, tmp_path)
+    assert ran.model.backbone == backbone and ran.model.pretrained == "none"
+    assert ran.train.device == "cuda" and ran.train.folds == 1
+    for section, key in [("train", "image_size"), ("train", "batch_size"), ("train", "accumulate"),
+                         ("train", "num_workers"), ("train", "channels_last"), ("crop", "size"),
+                         ("embed", "batch_size"), ("train", "ema_decay")]:  # fmt: skip
+        assert getattr(getattr(ran, section), key) == getattr(getattr(own, section), key), key
