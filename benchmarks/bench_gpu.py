@@ -579,10 +579,11 @@ def headroom_stage(data: Path, work: Path, deadline: float) -> dict:
     """The nyala closed-set sweep at 3x and 5x the CPU epochs, time-boxed."""
     out = work / "headroom"
     minutes = max(0.5, (deadline - time.perf_counter()) / 60)
+    workers = min(12, os.cpu_count() or 1)  # as the GPU configs (16 cores)
     command = [sys.executable, str(ROOT / "benchmarks" / "sweep_quality.py"),
                "--variants", str(ROOT / "benchmarks" / "sweeps" / "nyala_gpu.yaml"),
                "--data", str(data), "--out", str(out), "--max-minutes", f"{minutes:.1f}",
-               "--set", f"train.num_workers={min(12, os.cpu_count() or 1)}"]  # fmt: skip
+               "--no-progress", "--set", f"train.num_workers={workers}"]  # fmt: skip
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, env=child_env(),
@@ -593,6 +594,8 @@ def headroom_stage(data: Path, work: Path, deadline: float) -> dict:
         returncode, tail = None, "timed out: the variants finished before it are below"
     rows_file = out / "sweep.jsonl"
     rows = rows_file.read_text().splitlines() if rows_file.is_file() else []
+    if not rows:
+        raise RuntimeError(f"no variant finished (sweep_quality exit {returncode}): {tail}")
     result = {"returncode": returncode, "variants": [json.loads(row) for row in rows]}
     if returncode != 0:
         result["stderr_tail"] = tail

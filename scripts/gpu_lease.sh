@@ -37,11 +37,14 @@ lease() {
   [ -d "$SITE" ] && export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}" \
     || export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
   [ -d "$CARRIED/weights" ] && export WILDID_WEIGHTS="$PWD/$CARRIED/weights"
+  # no network there: no library may wait on an update check or the hub (wildid sets
+  # these too, at its import; the package list below imports some libraries first)
+  export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
   echo "== packages"
   "$PY" - <<'EOF'
 import importlib
 
-for name in ("torch", "torchvision", "timm", "albumentations", "pytorch_metric_learning",
+for name in ("wildid", "torch", "torchvision", "timm", "albumentations", "pytorch_metric_learning",
              "pydantic", "cv2", "numpy", "pandas", "sklearn", "faiss", "wildid.train.engine"):
     try:
         module = importlib.import_module(name)
@@ -50,7 +53,7 @@ for name in ("torch", "torchvision", "timm", "albumentations", "pytorch_metric_l
         print(f"   {name} MISSING ({type(err).__name__}: {err})")
 EOF
   echo "== bench_gpu (budget ${BUDGET_S} s)"
-  PYTHONUNBUFFERED=1 timeout -k 15 $((BUDGET_S + 90)) "$PY" benchmarks/bench_gpu.py \
+  PYTHONUNBUFFERED=1 timeout -k 15 $((BUDGET_S + 60)) "$PY" benchmarks/bench_gpu.py \
     --budget-s "$BUDGET_S" --out "$OUT/bench_gpu.json" --work /tmp/bench_gpu "$@"
   local rc=$?
   if [ "$rc" != 0 ]; then
