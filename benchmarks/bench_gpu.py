@@ -31,7 +31,9 @@ them. The last line of stdout is one JSON object with everything.
     python benchmarks/bench_gpu.py --cpu        # CPU-sized mode (auto without CUDA), < 1 min
 
 The CPU-sized mode runs every code path above with tiny stand-ins (timm's test_* models of
-the same families, 64 px, 2-step epochs, a small gallery, gloo); `make test` runs it.
+the same families, 64 px, 2-step epochs, one loader worker, a small gallery, gloo); `make
+test` runs it. It trains in fp32 and bf16, not fp16: CPU autocast keeps `pow` in float16,
+where GeM pooling's gradients turn NaN, while CUDA autocast runs `pow` in float32.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ GPU_MODE = Mode(
 CPU_MODE = Mode(
     "cpu", "cpu", ("fp32", "bf16"), steps_per_epoch=2, max_steps=4, individuals=8,
     photo_size=128, embed_images=16, gallery=2000, queries=300, dim=256,
-    reference_queries=300, backbone=CPU_STANDINS, image_size=64, batch_size=4, num_workers=0,
+    reference_queries=300, backbone=CPU_STANDINS, image_size=64, batch_size=4, num_workers=1,
     crop_size=96,
 )  # fmt: skip
 

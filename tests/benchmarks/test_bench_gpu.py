@@ -42,7 +42,8 @@ def test_cpu_mode_runs_every_stage(tmp_path: Path) -> None:
     assert {(r["backbone"], r["precision"]) for r in runs} == planned
     for run in runs:
         assert run["status"] == "ok" and run["images_per_s"] > 0 and run["steps"] > 0
-        assert all(math.isfinite(v) for v in run["losses"]) and not run["warmup_included"]
+        assert all(math.isfinite(v) for v in run["losses"]) and run["loss_finite"]
+        assert not run["warmup_included"] and run["num_workers"] > 0  # the GPU's loader path
         assert run["channels_last"] and run["oom_at_batch"] == []
 
     embedded = stages["embed"]["runs"]
