@@ -22,10 +22,11 @@ eca_nfnet_l2), random weights at the config's resolution and batch size:
              benchmarks/sweeps/nyala_gpu.yaml (nyala closed set at 3x and 5x the CPU epochs),
              time-boxed by what is left of the budget.
 
-Every stage has a share of `--budget-s`; a stage that would not fit is skipped (saying
-why), a stage that fails is recorded with its error and the next one runs. After each
-stage the figures so far are written to `--out` (atomically), so a killed run still leaves
-them. The last line of stdout is one JSON object with everything.
+Every stage has a share of `--budget-s` kept for it (what an earlier stage leaves unused
+goes to the next); a stage that would not fit is skipped (saying why), one that fails is
+recorded with its error and the next one runs. After each stage the figures so far are
+written to `--out` (atomically), so a killed run still leaves them. The last line of
+stdout is one JSON object with everything.
 
     python benchmarks/bench_gpu.py [--budget-s 480] [--out FILE] [--headroom DATA]
     python benchmarks/bench_gpu.py --cpu        # CPU-sized mode (auto without CUDA), < 1 min
@@ -111,7 +112,7 @@ class Mode(NamedTuple):
 
 GPU_MODE = Mode(
     "gpu", "cuda", ("fp16", "bf16"), steps_per_epoch=25, max_steps=200, individuals=24,
-    photo_size=768, embed_images=1024, gallery=GALLERY, queries=QUERIES, dim=DIM,
+    photo_size=768, embed_images=512, gallery=GALLERY, queries=QUERIES, dim=DIM,
     reference_queries=2048,
 )  # fmt: skip
 CPU_MODE = Mode(
@@ -121,8 +122,9 @@ CPU_MODE = Mode(
     crop_size=96,
 )  # fmt: skip
 
-# Each stage's share of the budget (headroom: whatever is left). A stage starts only with
-# at least MIN_SHARE of its share left.
+# The share of the budget kept for each stage (headroom: whatever is left): a stage may use
+# what the earlier ones left, but not the later ones' shares, and starts only with at
+# least MIN_SHARE of its own.
 STAGES = ("data", "train", "embed", "retrieval", "ddp", "headroom")
 NEED_PHOTOS = {"train", "embed", "ddp"}
 SHARES = {"data": 0.06, "train": 0.56, "embed": 0.1, "retrieval": 0.1, "ddp": 0.18}
@@ -151,9 +153,13 @@ class Bench:
         self.results["stages"][name] = {"status": "skipped", "reason": reason}
         self.save()
 
-    def stage(self, name: str, share: float | None, run: Callable[[float], dict]) -> dict:
-        """Run one stage with its deadline (perf_counter seconds); never raises."""
-        allowed = self.left() if share is None else min(self.left(), share * self.budget_s)
+    def stage(
+        self, name: str, share: float | None, run: Callable[[float], dict], reserved: float = 0.0
+    ) -> dict:
+        """Run one stage with its deadline (perf_counter seconds); never raises. It may use
+        the budget left but the `reserved` fraction (the later stages' shares), and needs
+        MIN_SHARE of its own `share` to start."""
+        allowed = self.left() - reserved * self.budget_s
         needed = 0.0 if share is None else MIN_SHARE * share * self.budget_s
         if allowed <= 0 or allowed < needed:
             left = f"{self.left():.0f} s of the budget left, {needed:.0f} s needed"
@@ -645,7 +651,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ddp": lambda d: ddp_stage(mode, work, d),
         "headroom": lambda d: headroom_stage(args.headroom, work, d),
     }
-    for name, run in stages.items():
+    for i, (name, run) in enumerate(stages.items()):
+        reserved = sum(SHARES.get(later, 0.0) for later in STAGES[i + 1 :] if later in only)
         if name not in only:
             bench.skip(name, "not in --only")
         elif name in NEED_PHOTOS and not photos:
@@ -655,7 +662,7 @@ def main(argv: list[str] | None = None) -> dict:
         elif name == "headroom" and not args.headroom.is_dir():
             bench.skip(name, f"{args.headroom}: no catalogue there")
         else:
-            bench.stage(name, SHARES.get(name), run)
+            bench.stage(name, SHARES.get(name), run, reserved)
     bench.save()
     print(json.dumps(bench.results), flush=True)
     return bench.results

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,20 @@ def test_the_gpu_mode_runs_each_config_as_configured(backbone: str, tmp_path: Pa
                          ("train", "num_workers"), ("train", "channels_last"), ("crop", "size"),
                          ("embed", "batch_size"), ("train", "ema_decay")]:  # fmt: skip
         assert getattr(getattr(ran, section), key) == getattr(getattr(own, section), key), key
+
+
+def test_a_stage_leaves_the_later_stages_their_share() -> None:
+    budget, kept = 100.0, 0.6
+    bench = bench_gpu.Bench(budget, None, {})
+    allowed = []
+
+    def note(deadline: float) -> dict:
+        allowed.append(deadline - time.perf_counter())
+        return {}
+
+    bench.stage("early", 0.1, note, reserved=kept)
+    assert (1 - kept) * budget - 1 < allowed[0] <= (1 - kept) * budget
+    # what is left but the later shares is below MIN_SHARE of this stage's own: not started
+    share, kept = 0.5, 1 - 0.5 * bench_gpu.MIN_SHARE
+    assert bench.stage("late", share, note, reserved=kept)["status"] == "skipped"
+    assert len(allowed) == 1
