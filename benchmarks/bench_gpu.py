@@ -25,7 +25,8 @@ eca_nfnet_l2), random weights at the config's resolution and batch size:
 Every stage has a share of `--budget-s` kept for it (what an earlier stage leaves unused
 goes to the next); a stage that would not fit is skipped (saying why), one that fails is
 recorded with its error and the next one runs. After each stage the figures so far are
-written to `--out` (atomically), so a killed run still leaves them. The last line of
+written to `--out` (atomically), so a killed run still leaves them. At the end, the
+README's GPU rows are printed (and written beside `--out` as .md); the last line of
 stdout is one JSON object with everything.
 
     python benchmarks/bench_gpu.py [--budget-s 480] [--out FILE] [--headroom DATA]
@@ -610,6 +611,53 @@ def headroom_stage(data: Path, work: Path, deadline: float) -> dict:
     return result
 
 
+def summary(results: dict) -> str:
+    """benchmarks/README.md's GPU rows (markdown) from the results: what a lease pastes."""
+    stages = results["stages"]
+    lines = [
+        "| backbone | resolution | batch | precision | images/s | peak memory (GiB) | loss fell |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in stages.get("train", {}).get("runs", []):
+        if r.get("status") != "ok":
+            lines.append(f"| {r['backbone']} | | | {r['precision']} | {r['status']}: "
+                         f"{r.get('error', '')[:80]} | | |")  # fmt: skip
+            continue
+        name = r["backbone"] if r["ran"] == r["backbone"] else f"{r['backbone']} (as {r['ran']})"
+        oom = f" (OOM at {r['oom_at_batch']})" if r["oom_at_batch"] else ""
+        fell = f"{'yes' if r['loss_fell'] else 'no'} ({r['loss_first']} -> {r['loss_last']})"
+        lines.append(
+            f"| {name} | {r['image_size']} | {r['batch']} x {r['accumulate']}{oom} | "
+            f"{r['precision']} | {r['images_per_s']} | {r.get('peak_memory_gib', '-')} | {fell} |"
+        )
+    for r in stages.get("embed", {}).get("runs", []):
+        if r.get("status") == "ok":
+            lines.append(
+                f"- embed {r['backbone']} (flip TTA, batch {r['batch']}): float32 "
+                f"{r['fp32_images_per_s']} images/s, bf16 autocast {r['bf16_images_per_s']} "
+                f"(lowest cosine to float32 {r['bf16_min_cosine_to_fp32']})"
+            )
+    search, ddp = stages.get("retrieval", {}), stages.get("ddp", {})
+    if search.get("status") == "ok":
+        lines.append(
+            f"- retrieval {search['gallery']:,} x {search['dim']}-d, {search['queries']:,} "
+            f"queries, k = {search['k']}: {search['backend']}, {search['search_s']} s; "
+            f"top-1 agreement with float64 {search['top1_agreement']} "
+            f"({search['reference_queries']} queries)"
+        )
+    if ddp.get("status") == "ok":
+        lines.append(
+            f"- ddp ({ddp['backend']}, 1 process): completed {ddp['completed']}, "
+            f"{ddp['torchrun_s']} s, loss {ddp.get('loss')}"
+        )
+    for name, stage in stages.items():
+        if stage.get("status") != "ok":
+            lines.append(
+                f"- {name}: {stage['status']}: {stage.get('reason') or stage.get('error')}"
+            )
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -664,6 +712,10 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             bench.stage(name, SHARES.get(name), run, reserved)
     bench.save()
+    table = summary(bench.results)
+    log(table)
+    if args.out is not None:
+        write_text(args.out.with_suffix(".md"), table)
     print(json.dumps(bench.results), flush=True)
     return bench.results
 

@@ -32,6 +32,8 @@ def test_cpu_mode_runs_every_stage(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert json.loads(out.read_text())["stages"] == figures["stages"]  # the file is complete
+    table = out.with_suffix(".md").read_text()  # the README's rows, one per run
+    assert all(f"| {b} (as test_" in table for b in bench_gpu.BACKBONES) and "- ddp (gloo" in table
     assert figures["environment"]["mode"] == "cpu"
     stages = figures["stages"]
     assert set(stages) == {"data", "train", "embed", "retrieval", "ddp", "headroom"}
