@@ -7,7 +7,8 @@
 # /tmp (there is no registry there), runs wildid from this tree's src/ (nothing to build or
 # install), and runs benchmarks/bench_gpu.py under a hard timeout. $OUT/bench_gpu.json holds
 # the figures (written after every stage, so a killed run leaves them) and
-# $OUT/bench_gpu.log everything printed; the last line printed is the JSON.
+# $OUT/bench_gpu.log everything printed, $OUT/bench_gpu.md the README rows; the last line
+# printed is the JSON.
 # BUDGET_S (default 480) is the benchmark's own time box; PY the Python (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
