@@ -91,6 +91,17 @@ SWEEP ?= benchmarks/sweeps/nyala.yaml
 bench-sweep: $(STAMP)
 	nice -n 10 $(PY) benchmarks/sweep_quality.py --variants '$(SWEEP)' --data '$(DATA)' --group '$(GROUP)'
 
+# The competition configs on a GPU (issue 17; not part of `make bench`): per backbone
+# (b6, v2-l, nfnet-l2, random weights) and fp16/bf16, a few hundred steps of the real
+# Trainer on synthetic photos (images/s, peak GPU memory, loss falling), flip-TTA embedding,
+# a Happywhale-sized search and a torchrun (NCCL) run, in at most 8 min; without CUDA its
+# CPU-sized mode (< 1 min, run by `make test` too). Last line: JSON. GPU_ARGS: more options
+# (`--headroom DATA`, `--only train,ddp`). A lease runs scripts/gpu_lease.sh instead.
+GPU_ARGS ?=
+.PHONY: bench-gpu
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/bench_gpu.py --out working/bench/gpu/bench_gpu.json $(GPU_ARGS)
+
 clean-working:
 	chmod -R u+w working 2>/dev/null; rm -rf working/* submissions/*
 	git checkout -- working/README.md submissions/README.md
