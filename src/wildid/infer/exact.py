@@ -19,6 +19,7 @@ on a slice of the actual search (large searches only) and keeps the fastest.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -179,26 +180,54 @@ def bf16_floor(x: np.ndarray) -> np.ndarray:
     return np.where(dropped_negative, kept + np.uint32(0x10000), kept).view(np.float32)
 
 
-def _rescore(table: np.ndarray, block: np.ndarray, rows: np.ndarray, workers: int = 1):
+GATHER_ROWS = 512  # gallery rows gathered at a time (~9 MiB at 4608-d float32)
+
+
+class GatherBuffers:
+    """One reusable gather buffer per thread. On this project's VM memory freshly taken
+    from the system faults in page by page: a new buffer per piece ran 3-5x slower than
+    one kept and refilled (measured on the Happywhale-sized benchmark)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.local = threading.local()
+
+    def get(self, rows: int) -> np.ndarray:
+        buffer = getattr(self.local, "buffer", None)
+        if buffer is None or len(buffer) < rows:
+            buffer = self.local.buffer = np.empty((max(rows, GATHER_ROWS), self.dim), np.float32)
+        return buffer[:rows]
+
+
+def _rescore(
+    table: np.ndarray,
+    block: np.ndarray,
+    rows: np.ndarray,
+    workers: int = 1,
+    buffers: GatherBuffers | None = None,
+) -> np.ndarray:
     """Exact float32 products of each query with its candidate rows (`rows` (m, w), -1
     padding at the end of a row, scored -inf). Queries go in order of their candidate
-    count, in pieces of about 512 gathered rows (~9 MiB: larger pieces fault in pages and
-    run several times slower here), each piece only as wide as its longest row; `workers`
-    threads gather pieces side by side (numpy's gather holds one core and frees the GIL)."""
+    count, in pieces of at most GATHER_ROWS gathered rows (or one query's), each piece only
+    as wide as its longest row, gathered into `buffers`; `workers` threads score pieces
+    side by side (numpy's gather holds one core and frees the GIL)."""
     out = np.full(rows.shape, -np.inf, dtype=np.float32)
-    counts = (rows >= 0).sum(axis=1)
+    counts = np.maximum((rows >= 0).sum(axis=1), 1)
     order = np.argsort(counts, kind="stable")
+    buffers = buffers if buffers is not None else GatherBuffers(table.shape[1])
     pieces, i = [], 0
     while i < len(order):
-        width = max(1, int(counts[order[min(len(order) - 1, i + 7)]]))
-        pieces.append(order[i : i + max(8, 512 // width)])
-        i += len(pieces[-1])
+        size = max(1, GATHER_ROWS // int(counts[order[i]]))
+        size = max(1, GATHER_ROWS // int(counts[order[min(i + size, len(order)) - 1]]))
+        pieces.append(order[i : i + size])
+        i += size
 
     def score(piece: np.ndarray) -> None:
-        width = max(1, int(counts[piece].max()))
+        width = int(counts[piece].max())
         ids = rows[piece, :width]
-        vectors = table[np.maximum(ids, 0).ravel()].reshape(*ids.shape, block.shape[1])
-        values = np.matmul(vectors, block[piece, :, None])[..., 0]
+        vectors = buffers.get(ids.size)
+        np.take(table, np.maximum(ids, 0).ravel(), axis=0, out=vectors)
+        values = np.matmul(vectors.reshape(*ids.shape, -1), block[piece, :, None])[..., 0]
         out[piece, :width] = np.where(ids >= 0, values, -np.inf)
 
     if workers <= 1 or len(pieces) == 1:
@@ -265,6 +294,7 @@ class Bf16Search:
                 self.rows[start : start + len(piece)] = piece.numpy()
             self.bound = self.bound.merged(RoundingBound.of_piece(piece))
         self.workers = torch.get_num_threads()
+        self.buffers = GatherBuffers(gallery.shape[1])
         self.stats = Bf16Stats()
 
     def search(
@@ -284,7 +314,7 @@ class Bf16Search:
                 error = self.bound.input_error(block_t, rounded, dim).numpy().astype(np.float64)
                 coarse = rounded @ self.table.T
                 first = torch.topk(coarse, k, dim=1, sorted=False).indices
-                first_exact = _rescore(self.rows, block, first.numpy(), self.workers)
+                first_exact = _rescore(self.rows, block, first.numpy(), self.workers, self.buffers)
                 floor = first_exact.min(axis=1).astype(np.float64)
                 # rows the bound cannot rule out
                 cut = torch.from_numpy(bf16_floor(lower_cut(floor, error))).to(torch.bfloat16)
@@ -294,7 +324,8 @@ class Bf16Search:
                 wide = _padded(reach)
                 rows = np.concatenate([first.numpy(), wide], axis=1)
                 values = np.concatenate(
-                    [first_exact, _rescore(self.rows, block, wide, self.workers)], axis=1
+                    [first_exact, _rescore(self.rows, block, wide, self.workers, self.buffers)],
+                    axis=1,
                 )
                 order = np.lexsort((np.where(rows < 0, n, rows), -values), axis=1)[:, :k]
                 sims[start : start + len(block)] = np.take_along_axis(values, order, 1)
