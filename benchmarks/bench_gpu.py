@@ -287,8 +287,9 @@ def environment(mode: Mode) -> dict:
     return env
 
 
-def config_for(backbone: str, mode: Mode, work: Path, extra: tuple[str, ...] = ()) -> Config:
-    """The backbone's competition config, on the synthetic photos, sized for `mode`."""
+def overrides_for(backbone: str, mode: Mode, work: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """The key=value overrides that put a competition config on the synthetic photos,
+    sized for `mode` (`extra` last: they win)."""
     overrides = [
         f"data={work / 'photos'}",
         f"working={work / 'working'}",
@@ -304,7 +305,12 @@ def config_for(backbone: str, mode: Mode, work: Path, extra: tuple[str, ...] = (
         "crop.size": mode.crop_size,
     }
     overrides += [f"{key}={value}" for key, value in sizes.items() if value is not None]
-    return load_config(CONFIGS / f"{backbone}.yaml", [*overrides, *extra])
+    return [*overrides, *extra]
+
+
+def config_for(backbone: str, mode: Mode, work: Path, extra: tuple[str, ...] = ()) -> Config:
+    """The backbone's competition config, on the synthetic photos, sized for `mode`."""
+    return load_config(CONFIGS / f"{backbone}.yaml", overrides_for(backbone, mode, work, extra))
 
 
 def make_photos(mode: Mode, work: Path) -> tuple[dict, TrainData, list[str]]:
@@ -533,24 +539,8 @@ def ddp_stage(mode: Mode, work: Path, deadline: float) -> dict:
     """One epoch of the b6 config under torchrun, one process (NCCL on a GPU, gloo else)."""
     backbone = BACKBONES[0]
     extra = ("train.epochs=1", f"working={work / 'ddp'}", "train.val_fraction=0.2")
-    config = config_for(backbone, mode, work, extra)
-    overrides = [
-        f"{k}={v}"
-        for k, v in {
-            "data": config.data,
-            "working": config.working,
-            "model.backbone": config.model.backbone,
-            "model.pretrained": "none",
-            "train.folds": 1,
-            "train.epochs": 1,
-            "train.device": mode.device,
-            "train.image_size": config.train.image_size,
-            "train.batch_size": config.train.batch_size,
-            "train.num_workers": config.train.num_workers,
-            "train.val_fraction": config.train.val_fraction,
-            "crop.size": config.crop.size,
-        }.items()
-    ]
+    overrides = overrides_for(backbone, mode, work, extra)
+    config = load_config(CONFIGS / f"{backbone}.yaml", overrides)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "1", "-m", "wildid.train.ddp",
                str(CONFIGS / f"{backbone}.yaml"), *overrides]  # fmt: skip
