@@ -60,7 +60,7 @@ def bare_loop(trainer: Trainer, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT / "input" / "mini-whales")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench_train_"))

@@ -72,11 +72,15 @@ def test_augmentation_follows_the_seed(tmp_path) -> None:
     cache = letterbox_all(paths, 32, progress=False)
     cached = TrainImages([paths], [0, 1, 2], [0, 0, 0], transform, cache[None])
     disk = TrainImages([paths], [0, 1, 2], [0, 0, 0], transform)
+    # the engine's cached form leaves the letterbox out; the images come out the same
+    lean = TrainImages([paths], [0, 1, 2], [0, 0, 0], augmentation(32, True), cache[None])
+    assert len(lean.transform.transforms) == len(transform.transforms) - 2
     a, label, _ = cached[(1, 7)]
     assert label == 1 and a.shape == (32, 32, 3) and a.dtype == torch.uint8
     cached[(2, 8)]  # another draw in between changes nothing
     assert torch.equal(cached[(1, 7)][0], a)
     assert torch.equal(disk[(1, 7)][0], a)  # the cache holds what the disk path makes
+    assert all(torch.equal(lean[(i, 7 + i)][0], disk[(i, 7 + i)][0]) for i in range(3))
     assert not torch.equal(cached[(1, 9)][0], a)
 
 

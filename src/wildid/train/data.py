@@ -31,12 +31,18 @@ from wildid.data.dataset import read_rgb
 from wildid.data.transforms import train_transform
 
 
-def augmentation(size: int) -> A.Compose:
+def augmentation(size: int, letterboxed: bool = False) -> A.Compose:
     """`train_transform` up to its uint8 output: normalising a whole batch at once in
     the training process is cheaper than per image in a worker, and a uint8 batch is a
-    quarter of the bytes to pass between processes and to copy to a GPU."""
+    quarter of the bytes to pass between processes and to copy to a GPU.
+
+    `letterboxed`: the images come letterboxed to `size` already (the RAM cache), so the
+    letterbox steps, which would copy them unchanged, are left out; they draw no random
+    numbers, so both forms augment an image identically.
+    """
     steps = train_transform(size, ((0.0,) * 3, (1.0,) * 3)).transforms
-    return A.Compose([t for t in steps if not isinstance(t, (A.Normalize, ToTensorV2))])
+    skip = (A.Normalize, ToTensorV2, A.LongestMaxSize, A.PadIfNeeded) if letterboxed else ()
+    return A.Compose([t for t in steps if not isinstance(t, (A.Normalize, ToTensorV2, *skip))])
 
 
 class TrainImages(Dataset):
@@ -82,7 +88,8 @@ class TrainImages(Dataset):
         # One generator shared by all the transforms (albumentations' own set_random_seed
         # would give each transform the same stream, correlating their coin flips).
         self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
-        image = torch.from_numpy(np.ascontiguousarray(self.transform(image=image)["image"]))
+        image = np.require(self.transform(image=image)["image"], requirements="CW")
+        image = torch.from_numpy(image)  # a copy where nothing changed the read-only cache
         return image, self.labels[index], self.species[index]
 
 

@@ -367,7 +367,7 @@ class Trainer:
             kinds,
             self.labels,
             self.species,
-            augmentation(tc.image_size),
+            augmentation(tc.image_size, letterboxed=cache is not None),
             cache,
             self.data.kind_ratios,
         )
