@@ -28,7 +28,7 @@ from pytorch_metric_learning.utils import common_functions as pml_common
 from torch.utils.data import Dataset, Sampler
 
 from wildid.data.dataset import read_rgb
-from wildid.data.transforms import train_transform
+from wildid.data.transforms import letterbox, train_transform
 
 
 def augmentation(size: int, letterboxed: bool = False) -> A.Compose:
@@ -41,8 +41,8 @@ def augmentation(size: int, letterboxed: bool = False) -> A.Compose:
     numbers, so both forms augment an image identically.
     """
     steps = train_transform(size, ((0.0,) * 3, (1.0,) * 3)).transforms
-    skip = (A.Normalize, ToTensorV2, A.LongestMaxSize, A.PadIfNeeded) if letterboxed else ()
-    return A.Compose([t for t in steps if not isinstance(t, (A.Normalize, ToTensorV2, *skip))])
+    drop = (A.Normalize, ToTensorV2, *(type(t) for t in letterbox(size) if letterboxed))
+    return A.Compose([t for t in steps if not isinstance(t, drop)])
 
 
 class TrainImages(Dataset):
