@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from wildid.gallery.store import Catalogue, CatalogueError, DuplicatePhotoError
+from wildid.gallery.store import Catalogue, CatalogueError, DuplicatePhotoError, _use_wal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,6 +115,41 @@ def test_two_processes_enrolling_the_same_photo(package, built) -> None:
     assert len(catalogue.history()) == 1
     with sqlite3.connect(catalogue.path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+class LockedAtFirst:
+    """A connection whose WAL switch is refused "database is locked" `times` times, as
+    SQLite refuses it at once (no busy wait) while another process opens a new database."""
+
+    def __init__(self, connection: sqlite3.Connection, times: int) -> None:
+        self.connection, self.left, self.refused = connection, times, 0
+
+    def execute(self, statement: str):  # noqa: ANN201
+        if statement == "PRAGMA journal_mode = WAL" and self.left:
+            self.left -= 1
+            self.refused += 1
+            raise sqlite3.OperationalError("database is locked")
+        return self.connection.execute(statement)
+
+
+def test_a_refused_wal_switch_is_retried(tmp_path: Path) -> None:
+    """Two CLI processes opening a new catalogue together failed CI once: the loser's
+    switch to WAL was refused at once. The switch is retried until it takes."""
+    path = tmp_path / "new.sqlite"
+    connection = LockedAtFirst(sqlite3.connect(path, isolation_level=None), times=3)
+    _use_wal(connection, path)
+    assert connection.refused == 3
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other = sqlite3.connect(path)  # WAL is the database's, not the connection's
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_wal_switch_that_never_takes_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("wildid.gallery.store.BUSY_SECONDS", 0.05)
+    path = tmp_path / "new.sqlite"
+    connection = LockedAtFirst(sqlite3.connect(path, isolation_level=None), times=10**6)
+    with pytest.raises(CatalogueError, match="new.sqlite: could not switch"):
+        _use_wal(connection, path)
 
 
 def test_export_writes_csv_and_a_folder_per_individual(package, built, tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from wildid.gallery.package import Package, resolve_package, thumbnail
 from wildid.io import atomic_path, write_csv, write_npy
 
 DATABASE = "catalogue.sqlite"
+BUSY_SECONDS = 120  # how long a connection waits for another process's lock
 ENROLLED = "enrolled"
 RECORD_COLUMNS = (
     "id, sha256, individual_id, sighting, side, source, image, thumbnail, embedding, "
@@ -96,6 +97,34 @@ class Gallery:
     version: int
 
 
+def _use_wal(connection: sqlite3.Connection, path: Path) -> None:
+    """Put the database in WAL mode (persistent: a no-op once any connection has).
+
+    Switching a new database to WAL needs its exclusive lock, and SQLite answers "database
+    is locked" at once there, without waiting out the busy timeout, while another process
+    reads or switches it too: two processes opening a new catalogue together raced here.
+    So the switch is retried until the busy timeout has passed.
+    """
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal":
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() == "wal":
+                return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+        if time.monotonic() > deadline:
+            raise CatalogueError(
+                f"{path}: could not switch the catalogue to WAL mode "
+                f"in {BUSY_SECONDS} s (another process holds it, or the file system does "
+                "not support it); close the other wildid processes and retry."
+            )
+        time.sleep(0.01)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -128,10 +157,10 @@ class Catalogue:
 
     @contextmanager
     def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        connection = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None)
         try:
-            connection.execute("PRAGMA busy_timeout = 120000")
-            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
+            _use_wal(connection, self.path)
             connection.execute("PRAGMA synchronous = FULL")
             if not write:
                 yield connection
