@@ -108,6 +108,42 @@ def test_val_every_validates_every_nth_and_the_last_epoch(tiny: Tiny, tmp_path: 
     assert trainer.best_epoch in (2, 3)  # a validated epoch, never the unvalidated first
 
 
+class MinuteLongFirstEpoch(Trainer):
+    """Plans as if the first epoch had taken a minute (the budget's arithmetic, without
+    the test's own timing)."""
+
+    def _fit_budget(self, seconds: float) -> None:
+        super()._fit_budget(60.0)
+
+
+class KilledInEpoch2OfMinuteLong(MinuteLongFirstEpoch, KilledInEpoch2):
+    pass
+
+
+def test_budget_lowers_the_epochs_and_the_schedule_ends_with_them(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    overrides = ("train.epochs=5", "train.budget_minutes=2.5", "train.precision=fp32")
+    result = _trainer(MinuteLongFirstEpoch, tiny, tmp_path, *overrides).fit(progress=False)
+    assert result.history["epoch"].tolist() == [1, 2]  # 2.5 minutes hold 2 such epochs
+    assert result.history["lr"].iloc[-1] == pytest.approx(0.0, abs=1e-12)  # cosine ended
+    assert torch.load(result.last, weights_only=True)["epochs"] == 2
+    # a budget that holds every epoch leaves train.epochs as it is
+    roomy = ("train.epochs=2", "train.budget_minutes=10", "train.precision=fp32")
+    full = _trainer(MinuteLongFirstEpoch, tiny, tmp_path / "roomy", *roomy).fit(progress=False)
+    assert full.history["epoch"].tolist() == [1, 2]
+
+
+def test_a_resumed_run_keeps_the_epochs_its_budget_planned(tiny: Tiny, tmp_path: Path) -> None:
+    overrides = ("train.epochs=5", "train.budget_minutes=2.5", "train.precision=fp32")
+    with pytest.raises(Killed):
+        _trainer(KilledInEpoch2OfMinuteLong, tiny, tmp_path, *overrides).fit(progress=False)
+    # resumed by a plain trainer whose own timing would plan otherwise: the plan stands
+    result = _trainer(Trainer, tiny, tmp_path, *overrides).fit(progress=False)
+    assert result.history["epoch"].tolist() == [1, 2]
+    assert result.history["lr"].iloc[-1] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_checkpoint_of_other_classes_is_refused(tiny: Tiny, tmp_path: Path) -> None:
     config = tiny.config(tmp_path / "working", "train.epochs=0")
     data = pipeline.train_data(tiny.crops, tiny.split, "fullbody")

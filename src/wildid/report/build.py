@@ -61,7 +61,8 @@ def headline_settings(files: RunFiles) -> dict[str, object]:
         "backbone": f"{c.model.backbone} ({c.model.embedding_dim}-d)",
         "loss": c.loss.name,
         "crops": ", ".join(c.crop.kinds) + f" ({c.crop.source})",
-        "training": f"{c.train.epochs} epochs at {c.train.image_size} px, {c.train.folds} fold(s)",
+        "training": f"{c.train.epochs} epochs at {c.train.image_size} px, {c.train.folds} fold(s)"
+        + (f", within {c.train.budget_minutes:g} min" if c.train.budget_minutes else ""),
         "model.checkpoint": c.model.checkpoint or "trained here",
     }
 

@@ -238,6 +238,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(total, warmup)
         )
+        self.epochs = tc.epochs  # planned; train.budget_minutes may lower it after epoch 1
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.precision == "fp16" and self.device.type == "cuda"
         )
@@ -297,6 +298,7 @@ class Trainer:
                 history=self.history,
                 best_score=self.best_score,
                 best_epoch=self.best_epoch,
+                epochs=self.epochs,
             )
         needed = state_bytes(state)
         try:
@@ -346,6 +348,7 @@ class Trainer:
         self.history = list(state["history"])
         self.best_score = float(state["best_score"])
         self.best_epoch = int(state.get("best_epoch", 0))
+        self._plan(int(state.get("epochs", self.config.train.epochs)))
         best = self.best_path.stat().st_mtime_ns if self.best_path.is_file() else -1
         if self.best_epoch == self.epoch > 0 and best < self.last_path.stat().st_mtime_ns:
             # Killed between last.pt and best.pt: last.pt holds this epoch's best weights.
@@ -415,7 +418,7 @@ class Trainer:
         micro = 0
         bar = tqdm(
             self.loader(progress),
-            desc=f"epoch {self.epoch + 1}/{tc.epochs}",
+            desc=f"epoch {self.epoch + 1}/{self.epochs}",
             disable=not progress,
             unit="batch",
             leave=False,
@@ -470,8 +473,35 @@ class Trainer:
     def _validates(self) -> bool:
         """Whether the epoch being finished is validated: every `train.val_every`-th and
         the last (an epoch without validation never replaces a validated best)."""
+        every = self.config.train.val_every
+        return (self.epoch + 1) % every == 0 or self.epoch + 1 == self.epochs
+
+    def _plan(self, epochs: int) -> None:
+        """Train `epochs` epochs in all: the cosine schedule is stretched to end with them."""
+        self.epochs = epochs
         tc = self.config.train
-        return (self.epoch + 1) % tc.val_every == 0 or self.epoch + 1 == tc.epochs
+        total = self.steps_per_epoch * epochs
+        factor = warmup_cosine(total, int(self.steps_per_epoch * tc.warmup_epochs))
+        self.scheduler.lr_lambdas = [factor] * len(self.optimizer.param_groups)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
+
+    def _fit_budget(self, seconds: float) -> None:
+        """After the first epoch (`seconds` with its validation), lower the planned epochs
+        to what fits train.budget_minutes at that pace (all processes plan alike)."""
+        budget = self.config.train.budget_minutes
+        if budget is None or self.epoch != 1:
+            return
+        fits = torch.tensor([max(1, int(budget * 60 / max(seconds, 1e-9)))], device=self.device)
+        if self.world > 1:
+            dist.broadcast(fits, src=0)
+        epochs = min(self.epochs, int(fits.item()))
+        if epochs < self.epochs and self.rank == 0:
+            print(
+                f"train.budget_minutes={budget:g}: the first epoch took {seconds:.0f} s, so "
+                f"{epochs} of train.epochs={self.epochs} epochs fit; training {epochs}."
+            )
+        self._plan(epochs)
 
     def _embed(self, paths: list[str]) -> np.ndarray:
         """Validation embeddings: from the decoded crops when they fit the cache (no
@@ -495,7 +525,7 @@ class Trainer:
         resumed = self.resume()
         if resumed and progress:
             print(f"resuming {self.out_dir} from epoch {self.epoch}")
-        while self.epoch < self.config.train.epochs:
+        while self.epoch < self.epochs:
             start = time.perf_counter()
             loss = self.train_epoch(progress)
             seconds = time.perf_counter() - start
@@ -510,6 +540,7 @@ class Trainer:
             }
             self.epoch += 1
             self.history.append(row)
+            self._fit_budget(time.perf_counter() - start)
             score = row.get("val_map5", -loss)
             # last.pt first, then best.pt: a kill between them leaves a last.pt that knows
             # its epoch was the best (best_epoch), and the resume writes best.pt from it.
