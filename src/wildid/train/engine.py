@@ -486,20 +486,23 @@ class Trainer:
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
             group["lr"] = base * factor(self.scheduler.last_epoch)
 
-    def _fit_budget(self, seconds: float) -> None:
-        """After the first epoch (`seconds` with its validation), lower the planned epochs
-        to what fits train.budget_minutes at that pace (all processes plan alike)."""
+    def _fit_budget(self, seconds: float, elapsed: float) -> None:
+        """After the first epoch (`seconds`, with its validation; `elapsed` since training
+        began, with the one-off decoding of the crops), lower the planned epochs to what
+        fits train.budget_minutes at that pace (every process plans alike)."""
         budget = self.config.train.budget_minutes
         if budget is None or self.epoch != 1:
             return
-        fits = torch.tensor([max(1, int(budget * 60 / max(seconds, 1e-9)))], device=self.device)
+        more = int((budget * 60 - elapsed) / max(seconds, 1e-9))
+        fits = torch.tensor([1 + max(0, more)], device=self.device)
         if self.world > 1:
             dist.broadcast(fits, src=0)
         epochs = min(self.epochs, int(fits.item()))
         if epochs < self.epochs and self.rank == 0:
             print(
-                f"train.budget_minutes={budget:g}: the first epoch took {seconds:.0f} s, so "
-                f"{epochs} of train.epochs={self.epochs} epochs fit; training {epochs}."
+                f"train.budget_minutes={budget:g}: the first epoch took {seconds:.0f} s "
+                f"({elapsed:.0f} s with decoding), so {epochs} of train.epochs={self.epochs} "
+                f"epochs fit; training {epochs}."
             )
         self._plan(epochs)
 
@@ -525,6 +528,9 @@ class Trainer:
         resumed = self.resume()
         if resumed and progress:
             print(f"resuming {self.out_dir} from epoch {self.epoch}")
+        began = time.perf_counter()
+        if self.epoch < self.epochs:
+            self.loader(progress)  # decodes the crops once, before the first epoch's clock
         while self.epoch < self.epochs:
             start = time.perf_counter()
             loss = self.train_epoch(progress)
@@ -540,7 +546,8 @@ class Trainer:
             }
             self.epoch += 1
             self.history.append(row)
-            self._fit_budget(time.perf_counter() - start)
+            now = time.perf_counter()
+            self._fit_budget(now - start, now - began)
             score = row.get("val_map5", -loss)
             # last.pt first, then best.pt: a kill between them leaves a last.pt that knows
             # its epoch was the best (best_epoch), and the resume writes best.pt from it.
