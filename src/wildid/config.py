@@ -170,7 +170,7 @@ class LossConfig(Section):
 class TrainConfig(Section):
     image_size: int = Field(128, ge=32)
     epochs: int = Field(10, ge=0)
-    # minutes of training to fit the epochs into: after the first epoch, the epochs are
+    # minutes of training (per fold) to fit the epochs into: after the first epoch, they are
     # lowered to what fits at its pace (the LR schedule follows); None: train.epochs
     budget_minutes: float | None = Field(None, gt=0)
     batch_size: int = Field(32, ge=2)
