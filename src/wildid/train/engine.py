@@ -233,10 +233,8 @@ class Trainer:
                 "lower train.batch_size or train.accumulate."
             )
         self.steps_per_epoch = len(self.batches) // tc.accumulate
-        total = self.steps_per_epoch * tc.epochs
-        warmup = int(self.steps_per_epoch * tc.warmup_epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(total, warmup)
+            self.optimizer, self._schedule(tc.epochs)
         )
         self.epochs = tc.epochs  # planned; train.budget_minutes may lower it after epoch 1
         self.scaler = torch.amp.GradScaler(
@@ -476,12 +474,15 @@ class Trainer:
         every = self.config.train.val_every
         return (self.epoch + 1) % every == 0 or self.epoch + 1 == self.epochs
 
+    def _schedule(self, epochs: int) -> Callable[[int], float]:
+        """The LR multiplier per step of a run of `epochs` epochs."""
+        warmup = int(self.steps_per_epoch * self.config.train.warmup_epochs)
+        return warmup_cosine(self.steps_per_epoch * epochs, warmup)
+
     def _plan(self, epochs: int) -> None:
         """Train `epochs` epochs in all: the cosine schedule is stretched to end with them."""
         self.epochs = epochs
-        tc = self.config.train
-        total = self.steps_per_epoch * epochs
-        factor = warmup_cosine(total, int(self.steps_per_epoch * tc.warmup_epochs))
+        factor = self._schedule(epochs)
         self.scheduler.lr_lambdas = [factor] * len(self.optimizer.param_groups)
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
             group["lr"] = base * factor(self.scheduler.last_epoch)
