@@ -169,6 +169,13 @@ class LossConfig(Section):
 
 class TrainConfig(Section):
     image_size: int = Field(128, ge=32)
+    # Progressive resizing: the first epoch trains at this size and each later one larger,
+    # in even steps of multiples of 32, up to image_size in the last (each batch of the
+    # image_size crops is resized down). None: every epoch at image_size.
+    image_size_start: int | None = Field(None, ge=32)
+    # Backbone submodules by timm name (conv_stem, bn1, blocks.0, ...) kept at their
+    # pretrained weights and BatchNorm statistics: their share of backward is skipped.
+    freeze: list[str] = []
     epochs: int = Field(10, ge=0)
     # minutes of training (per fold) to fit the epochs into: after the first epoch, they are
     # lowered to what fits at its pace (the LR schedule follows); None: train.epochs
@@ -199,6 +206,16 @@ class TrainConfig(Section):
     # (else decoded from disk each epoch by num_workers processes)
     cache_gb: float = Field(2.0, ge=0.0)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None: torch's default
+
+    @model_validator(mode="after")
+    def _start_below_size(self) -> TrainConfig:
+        if self.image_size_start is not None and self.image_size_start > self.image_size:
+            raise ValueError(
+                f"train.image_size_start={self.image_size_start} is larger than "
+                f"train.image_size={self.image_size}; progressive resizing grows the images "
+                "up to image_size: lower it, or unset it to train at image_size throughout."
+            )
+        return self
 
 
 class EmbedConfig(Section):

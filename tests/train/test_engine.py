@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from wildid import pipeline
+from wildid.config import ConfigError
 from wildid.errors import RunConflictError
 from wildid.layout import RunLayout
-from wildid.train.engine import Trainer
+from wildid.train.engine import Trainer, epoch_sizes, epochs_within, load_trained
 
 if TYPE_CHECKING:
     from conftest import Tiny
@@ -143,6 +144,82 @@ def test_a_resumed_run_keeps_the_epochs_its_budget_planned(tiny: Tiny, tmp_path:
     result = _trainer(Trainer, tiny, tmp_path, *overrides).fit(progress=False)
     assert result.history["epoch"].tolist() == [1, 2]
     assert result.history["lr"].iloc[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_progressive_sizes_grow_in_even_steps_of_32_to_the_image_size() -> None:
+    assert epoch_sizes(160, 256, 4) == [160, 192, 224, 256]
+    assert epoch_sizes(128, 256, 6) == [128, 160, 192, 192, 224, 256]  # 153.6 -> 160 ...
+    assert epoch_sizes(96, 200, 3) == [96, 160, 200]  # the last is image_size itself
+    assert epoch_sizes(None, 256, 3) == [256, 256, 256]
+    assert epoch_sizes(160, 256, 1) == [256]  # one epoch: at image_size
+
+
+def test_budget_counts_the_larger_later_epochs_by_their_pixels() -> None:
+    def constant(epochs: int) -> list[int]:
+        return epoch_sizes(None, 256, epochs)
+
+    def progressive(epochs: int) -> list[int]:
+        return epoch_sizes(128, 256, epochs)
+
+    # same size throughout: the epochs after the first at the first one's pace
+    assert epochs_within(60.0, 150.0, constant, 10) == 3
+    assert epochs_within(60.0, 30.0, constant, 10) == 1
+    assert epochs_within(60.0, 1e6, constant, 10) == 10
+    # 128 px first: 4 epochs are 128, 160, 224, 256 px (rounded from 171 and 213),
+    # costing (1.5625 + 3.0625 + 4) x 60 s = 517.5 s after the first
+    assert progressive(4) == [128, 160, 224, 256]
+    assert epochs_within(60.0, 517.5, progressive, 10) == 4
+    assert epochs_within(60.0, 517.0, progressive, 10) == 3
+
+
+def test_progressive_resizing_trains_each_epoch_at_its_size(tiny: Tiny, tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    class Watching(Trainer):
+        def train_epoch(self, progress: bool) -> float:
+            hook = self.module.net.register_forward_pre_hook(
+                lambda _, args: seen.append(args[0].shape[-1])
+            )
+            try:
+                return super().train_epoch(progress)
+            finally:
+                hook.remove()
+
+    overrides = ("train.epochs=3", "train.image_size_start=32", "train.precision=fp32")
+    trainer = _trainer(Watching, tiny, tmp_path, *overrides)
+    size = trainer.config.train.image_size
+    result = trainer.fit(progress=False)
+    sizes = epoch_sizes(32, size, 3)
+    assert sizes[0] < sizes[-1] == size
+    assert result.history["image_size"].tolist() == sizes
+    batches = len(trainer.batches)
+    assert seen == [s for s in sizes for _ in range(batches)]  # every batch resized
+
+
+def test_image_size_start_above_the_image_size_is_refused(tiny: Tiny, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="image_size_start=512 is larger"):
+        tiny.config(tmp_path, "train.image_size_start=512")
+
+
+def test_frozen_blocks_keep_their_weights_and_statistics(tiny: Tiny, tmp_path: Path) -> None:
+    overrides = ("train.freeze=[conv_stem,bn1,blocks.0]", "train.precision=fp32")
+    trainer = _trainer(Trainer, tiny, tmp_path, *overrides)
+    before = {k: v.clone() for k, v in trainer.module.net.state_dict().items()}
+    result = trainer.fit(progress=False)
+    after = load_trained(trainer.config, result.best, torch.device("cpu")).state_dict()
+    assert after.keys() == before.keys()  # loads as any trained model
+    frozen = ("backbone.conv_stem.", "backbone.bn1.", "backbone.blocks.0.")
+    for key, value in before.items():
+        if key.startswith(frozen):
+            assert torch.equal(after[key], value), key  # weights and running statistics
+    moved = [k for k in before if not k.startswith(frozen) and not torch.equal(after[k], before[k])]
+    assert any(k.startswith("backbone.blocks.1.") for k in moved)  # the rest trained
+    assert "backbone.bn1.running_mean" in before  # BatchNorm is still BatchNorm
+
+
+def test_freezing_an_unknown_module_names_the_parts_there_are(tiny: Tiny, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'blocks\.99' is not a submodule.*conv_stem"):
+        _trainer(Trainer, tiny, tmp_path, "train.freeze=[blocks.99]")
 
 
 def test_checkpoint_of_other_classes_is_refused(tiny: Tiny, tmp_path: Path) -> None:

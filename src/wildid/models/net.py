@@ -6,10 +6,12 @@ head only exists during training.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from wildid.config import ModelConfig
+from wildid.config import ConfigError, ModelConfig
 from wildid.models.backbones import create_backbone
 from wildid.models.pooling import GeM
 
@@ -30,6 +32,35 @@ class EmbeddingNet(nn.Module):
             nn.BatchNorm1d(config.embedding_dim),
         )
         self.data_config = dict(backbone.pretrained_cfg or {})
+        self.frozen: tuple[str, ...] = ()
+
+    def freeze(self, names: Sequence[str]) -> None:
+        """Keep the backbone submodules `names` (timm names: conv_stem, bn1, blocks.0, ...)
+        at their current weights and BatchNorm statistics while the rest trains
+        (train.freeze). Without gradients their share of the backward pass is skipped;
+        the state dict keeps its keys, so a trained model loads as any other."""
+        modules = dict(self.backbone.named_modules())
+        unknown = [name for name in names if name not in modules or not name]
+        if unknown:
+            top = ", ".join(name for name, _ in self.backbone.named_children())
+            raise ConfigError(
+                f"train.freeze: {', '.join(map(repr, unknown))} is not a submodule of the "
+                f"backbone; name its parts by timm's module names (top level: {top}; "
+                "deeper ones with dots, e.g. blocks.0)."
+            )
+        self.frozen = tuple(names)
+        for name in self.frozen:
+            modules[name].requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> EmbeddingNet:
+        """As nn.Module.train, but frozen submodules stay in eval mode (their BatchNorm
+        statistics do not move)."""
+        super().train(mode)
+        modules = dict(self.backbone.named_modules())
+        for name in self.frozen:
+            modules[name].eval()
+        return self
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

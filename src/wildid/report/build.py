@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from wildid.config import TrainConfig
 from wildid.io import write_text
 from wildid.layout import RunLayout
 from wildid.report.collect import RunFiles, read_run
@@ -61,10 +62,18 @@ def headline_settings(files: RunFiles) -> dict[str, object]:
         "backbone": f"{c.model.backbone} ({c.model.embedding_dim}-d)",
         "loss": c.loss.name,
         "crops": ", ".join(c.crop.kinds) + f" ({c.crop.source})",
-        "training": f"{c.train.epochs} epochs at {c.train.image_size} px, {c.train.folds} fold(s)"
-        + (f", within {c.train.budget_minutes:g} min" if c.train.budget_minutes else ""),
+        "training": _training(c.train),
         "model.checkpoint": c.model.checkpoint or "trained here",
     }
+
+
+def _training(tc: TrainConfig) -> str:
+    start = f"{tc.image_size_start}-" if tc.image_size_start else ""
+    return (
+        f"{tc.epochs} epochs at {start}{tc.image_size} px, {tc.folds} fold(s)"
+        + (f", within {tc.budget_minutes:g} min" if tc.budget_minutes else "")
+        + (f", frozen: {', '.join(tc.freeze)}" if tc.freeze else "")
+    )
 
 
 def _map_picture(emb_map: EmbeddingMap, key: str, name: str, out: Path) -> Picture:

@@ -139,6 +139,30 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
+def epoch_sizes(start: int | None, size: int, epochs: int) -> list[int]:
+    """Progressive resizing (train.image_size_start): each epoch's image size, from `start`
+    in the first to `size` in the last in even steps, rounded to multiples of 32 (the
+    backbones' stride); `size` throughout when `start` is None."""
+    if start is None or epochs < 2 or start >= size:
+        return [size] * epochs
+    steps = [start + (size - start) * e / (epochs - 1) for e in range(epochs)]
+    return [min(size, max(32, 32 * round(s / 32))) for s in steps[:-1]] + [size]
+
+
+def epochs_within(
+    seconds: float, left: float, sizes_of: Callable[[int], list[int]], most: int
+) -> int:
+    """The most epochs (at least 1, at most `most`) whose epochs after the first fit `left`
+    seconds, when the first took `seconds` and an epoch's time grows with its pixels;
+    `sizes_of(epochs)` gives each epoch's image size in a run of that many epochs."""
+    for epochs in range(most, 1, -1):
+        sizes = sizes_of(epochs)
+        cost = sum((s / sizes[0]) ** 2 for s in sizes[1:])
+        if seconds * cost <= left:
+            return epochs
+    return 1
+
+
 class TrainNet(nn.Module):
     """Everything that trains: embedding network, metric loss, optional species head.
 
@@ -192,6 +216,7 @@ class Trainer:
         self.species_names, self.species = self._species(data)
         counts = np.bincount(self.labels, minlength=len(self.classes))
         net = EmbeddingNet(config.model)
+        net.freeze(tc.freeze)
         dim = config.model.embedding_dim
         loss = build_loss(config.loss, len(self.classes), counts.tolist(), dim)
         species_head = nn.Linear(dim, len(self.species_names)) if self.species_names else None
@@ -204,8 +229,8 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.module, device_ids=ids)
-        backbone = list(net.backbone.parameters())
-        backbone_ids = {id(p) for p in backbone}
+        backbone_ids = {id(p) for p in net.backbone.parameters()}
+        backbone = [p for p in net.backbone.parameters() if p.requires_grad]
         rest = [p for p in self.module.parameters() if id(p) not in backbone_ids]
         self.optimizer = torch.optim.AdamW(
             [{"params": backbone, "lr": tc.lr}, {"params": rest, "lr": tc.head_lr}],
@@ -414,15 +439,21 @@ class Trainer:
         self.batches.set_epoch(self.epoch)
         total = torch.zeros((), device=self.device)
         micro = 0
+        size = self.epoch_size
+        resize = size != tc.image_size
         bar = tqdm(
             self.loader(progress),
-            desc=f"epoch {self.epoch + 1}/{self.epochs}",
+            desc=f"epoch {self.epoch + 1}/{self.epochs}" + (f" ({size} px)" if resize else ""),
             disable=not progress,
             unit="batch",
             leave=False,
         )
         for images, labels, species in bar:
             images = normalise_batch(images.to(self.device, non_blocking=True), self.mean_std)
+            if resize:
+                images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+                if tc.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
             if not tc.channels_last:
                 images = images.contiguous()
             labels = labels.to(self.device, non_blocking=True)
@@ -440,6 +471,12 @@ class Trainer:
             if progress and micro % 10 == 0:
                 bar.set_postfix(loss=f"{total.item() / micro:.3f}")
         return total.item() / max(micro, 1)
+
+    @property
+    def epoch_size(self) -> int:
+        """The image size this epoch trains at (train.image_size_start: progressive)."""
+        tc = self.config.train
+        return epoch_sizes(tc.image_size_start, tc.image_size, self.epochs)[self.epoch]
 
     def _optimizer_step(self) -> None:
         self.scaler.step(self.optimizer)
@@ -490,12 +527,19 @@ class Trainer:
     def _fit_budget(self, seconds: float, elapsed: float) -> None:
         """After the first epoch (`seconds`, with its validation; `elapsed` since training
         began, with the one-off decoding of the crops), lower the planned epochs to what
-        fits train.budget_minutes at that pace (every process plans alike)."""
+        fits train.budget_minutes at that pace, later epochs' larger images (progressive
+        resizing) costing in proportion to their pixels (every process plans alike)."""
         budget = self.config.train.budget_minutes
         if budget is None or self.epoch != 1:
             return
-        more = int((budget * 60 - elapsed) / max(seconds, 1e-9))
-        fits = torch.tensor([1 + max(0, more)], device=self.device)
+        tc = self.config.train
+        fits = epochs_within(
+            seconds,
+            budget * 60 - elapsed,
+            lambda epochs: epoch_sizes(tc.image_size_start, tc.image_size, epochs),
+            self.epochs,
+        )
+        fits = torch.tensor([fits], device=self.device)
         if self.world > 1:
             dist.broadcast(fits, src=0)
         epochs = min(self.epochs, int(fits.item()))
@@ -542,6 +586,7 @@ class Trainer:
                 "loss": loss,
                 "seconds": round(seconds, 1),
                 "img_per_s": round(images / max(seconds, 1e-9), 1),
+                **({"image_size": self.epoch_size} if self.config.train.image_size_start else {}),
                 "lr": self.optimizer.param_groups[0]["lr"],
                 **(self.validate(progress) if self._validates() else {}),
             }
