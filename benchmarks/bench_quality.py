@@ -10,7 +10,8 @@ matchers over its own shortlist (`wildid.matching.fusion`):
 
 * imagenet_<backbone>: shipped ImageNet features (GeM pooled), no training;
 * local: RootSIFT keypoints on the animal (GrabCut foreground of the box), ratio test and
-  RANSAC, inliers normalised against the query's shortlist, over the top `--shortlist`
+  RANSAC, raw inlier counts (`--local-normalise query`: over the query's shortlist
+  median), over the top `--shortlist`
   gallery photos of the untrained MobileNetV2 (training-free end to end);
 * trained: the package's pipeline (configs/nyala.yaml) trained on the gallery only; in
   the open protocol, without the calibration photos (below);
@@ -73,7 +74,7 @@ import torch
 import wildid  # noqa: F401  (offline switches)
 from wildid import pipeline
 from wildid.cache import file_identity, fingerprint
-from wildid.config import Config, ModelConfig, load_config
+from wildid.config import Config, FusionConfig, ModelConfig, load_config
 from wildid.crop.boxes import crop_image, expand_box
 from wildid.crop.saliency import CamConfig, cam_boxes
 from wildid.data.competition import NEW_INDIVIDUAL, Competition
@@ -206,7 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--local-normalise",
         choices=("query", "none"),
-        default="query",
+        default=FusionConfig().normalise,
         help="local scores over the query's shortlist median (against the database), or raw",
     )
     p.add_argument(

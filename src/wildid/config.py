@@ -273,7 +273,9 @@ class FusionConfig(Section):
     mask: Literal["grabcut", "box"] = "grabcut"  # keypoints on the GrabCut foreground, or all
     features: int = Field(600, ge=8)  # keypoints per image
     size: int = Field(256, ge=32)  # longer side of the region keypoints are found in, px
-    normalise: Literal["query", "none"] = "query"  # inliers over the query's shortlist median
+    # local scores: raw inlier counts ("none"), or over the query's shortlist median
+    # ("query"); raw counts decided the open set better on nyala (benchmarks/README.md)
+    normalise: Literal["query", "none"] = "none"
     # the matchers' weights in the mean: auto, chosen on validation (cross-fitted), turns
     # down a matcher that only adds noise; equal: WildFusion's plain mean
     weights: Literal["auto", "equal"] = "auto"
