@@ -175,7 +175,8 @@ class TrainConfig(Section):
     image_size_start: int | None = Field(None, ge=32)
     # Backbone submodules by timm name (conv_stem, bn1, blocks.0, ...) kept at their
     # pretrained weights and BatchNorm statistics: their share of backward is skipped.
-    freeze: list[str] = []
+    # None: nothing frozen (as runs made before the key, which saved none)
+    freeze: list[str] | None = None
     epochs: int = Field(10, ge=0)
     # minutes of training (per fold) to fit the epochs into: after the first epoch, they are
     # lowered to what fits at its pace (the LR schedule follows); None: train.epochs

@@ -12,7 +12,7 @@ import torch
 from wildid import pipeline
 from wildid.config import ConfigError
 from wildid.errors import RunConflictError
-from wildid.layout import RunLayout
+from wildid.layout import RunLayout, differences, training_settings
 from wildid.train.engine import Trainer, epoch_sizes, epochs_within, load_trained
 
 if TYPE_CHECKING:
@@ -220,6 +220,15 @@ def test_frozen_blocks_keep_their_weights_and_statistics(tiny: Tiny, tmp_path: P
 def test_freezing_an_unknown_module_names_the_parts_there_are(tiny: Tiny, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'blocks\.99' is not a submodule.*conv_stem"):
         _trainer(Trainer, tiny, tmp_path, "train.freeze=[blocks.99]")
+
+
+def test_runs_saved_before_progressive_resizing_and_freezing_still_match(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    now = training_settings(tiny.config(tmp_path))
+    before = {**now, "train": dict(now["train"])}
+    del before["train"]["image_size_start"], before["train"]["freeze"]
+    assert differences(before, now) == []  # resumed and reused, not "other settings"
 
 
 def test_checkpoint_of_other_classes_is_refused(tiny: Tiny, tmp_path: Path) -> None:

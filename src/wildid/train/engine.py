@@ -216,7 +216,7 @@ class Trainer:
         self.species_names, self.species = self._species(data)
         counts = np.bincount(self.labels, minlength=len(self.classes))
         net = EmbeddingNet(config.model)
-        net.freeze(tc.freeze)
+        net.freeze(tc.freeze or [])
         dim = config.model.embedding_dim
         loss = build_loss(config.loss, len(self.classes), counts.tolist(), dim)
         species_head = nn.Linear(dim, len(self.species_names)) if self.species_names else None
