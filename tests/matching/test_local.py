@@ -75,6 +75,27 @@ def test_extract_paths_caches_and_match_pairs_scores_candidates(tmp_path: Path) 
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3
 
 
+def test_two_worker_processes_give_the_single_process_counts(tmp_path: Path) -> None:
+    """Workers are spawned, not forked: after torch's threads have run (as after an
+    embedding), a forked worker can inherit a held lock and sleep forever."""
+    import torch
+
+    torch.nn.functional.conv2d(torch.randn(8, 3, 64, 64), torch.randn(4, 3, 3, 3))
+    paths = []
+    for i, image in enumerate((_texture(5), _warp(_texture(5)), _texture(6), _texture(7))):
+        paths.append(str(tmp_path / f"{i}.png"))
+        cv2.imwrite(paths[-1], image)
+    config = LocalConfig(size=256, features=300)
+    one = extract_paths(paths, config=config, cache_dir=tmp_path / "a", progress=False)
+    two = extract_paths(paths, config=config, cache_dir=tmp_path / "b", workers=2, progress=False)
+    assert all(np.array_equal(a.desc, b.desc) for a, b in zip(one, two, strict=True))
+    candidates = [[1, 2, 3], [0, 2, 3], [0, 1, 3]]
+    serial = match_pairs(one[:3], one, candidates, config, workers=1, progress=False)
+    pooled = match_pairs(one[:3], one, candidates, config, workers=2, progress=False)
+    assert [c.tolist() for c in pooled] == [c.tolist() for c in serial]
+    assert serial[0][0] > serial[0][1]  # the warped copy is found
+
+
 def test_mismatched_boxes_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="boxes"):
         extract_paths(["a.png", "b.png"], [None], cache_dir=tmp_path, progress=False)

@@ -21,6 +21,7 @@ settings and the image file's identity.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -298,7 +299,7 @@ def _map(fn, jobs: list, workers: int, desc: str, progress: bool) -> list:
     if workers <= 1 or len(jobs) < 2:
         return [fn(j) for j in tqdm(jobs, desc=desc, disable=not progress, unit="img")]
     chunk = max(1, len(jobs) // (workers * 8))
-    with ProcessPoolExecutor(workers) as pool:
+    with _pool(workers) as pool:
         return list(
             tqdm(
                 pool.map(fn, jobs, chunksize=chunk),
@@ -446,9 +447,7 @@ def match_pairs(
     if workers <= 1:
         _init_worker(list(queries), list(gallery), config)
         return [_match_row(j) for j in tqdm(jobs, desc="match", disable=not progress, unit="query")]
-    with ProcessPoolExecutor(
-        workers, initializer=_init_worker, initargs=(list(queries), list(gallery), config)
-    ) as pool:
+    with _pool(workers, _init_worker, (list(queries), list(gallery), config)) as pool:
         return list(
             tqdm(
                 pool.map(_match_row, jobs, chunksize=4),
@@ -458,6 +457,15 @@ def match_pairs(
                 unit="query",
             )
         )
+
+
+def _pool(workers: int, initializer=None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """Worker processes started fresh ("spawn"), not forked: a fork of a process whose
+    torch or OpenCV threads hold a lock at that instant inherits the lock and no thread to
+    release it (seen here: both matching workers asleep on a futex, 0 s of CPU, after the
+    embedding's threads had run). The workers get their inputs pickled instead."""
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(workers, context, initializer, initargs)
 
 
 def default_workers() -> int:
