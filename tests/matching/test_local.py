@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -75,25 +77,46 @@ def test_extract_paths_caches_and_match_pairs_scores_candidates(tmp_path: Path) 
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3
 
 
-def test_two_worker_processes_give_the_single_process_counts(tmp_path: Path) -> None:
-    """Workers are spawned, not forked: after torch's threads have run (as after an
-    embedding), a forked worker can inherit a held lock and sleep forever."""
-    import torch
+_AFTER_OPENCV_THREADS = """
+import sys
+import cv2
+import numpy as np
+from wildid.matching.local import LocalConfig, extract_paths, match_pairs
 
-    torch.nn.functional.conv2d(torch.randn(8, 3, 64, 64), torch.randn(4, 3, 3, 3))
+big = np.random.default_rng(0).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)
+for _ in range(3):  # OpenCV's thread pool busy, as after resizing an embedding's crops
+    cv2.GaussianBlur(cv2.resize(big, (1500, 1500)), (15, 15), 0)
+paths, config = sys.argv[1:], LocalConfig(size=256, features=300)
+candidates = [[1, 2, 3], [0, 2, 3], [0, 1, 3]]
+# the pools first: the serial calls make this process's OpenCV single-threaded themselves
+two = extract_paths(paths, config=config, cache_dir=paths[0] + ".b", workers=2, progress=False)
+pooled = match_pairs(two[:3], two, candidates, config, workers=2, progress=False)
+one = extract_paths(paths, config=config, cache_dir=paths[0] + ".a", progress=False)
+assert all(np.array_equal(a.desc, b.desc) for a, b in zip(one, two, strict=True))
+serial = match_pairs(one[:3], one, candidates, config, workers=1, progress=False)
+assert [c.tolist() for c in pooled] == [c.tolist() for c in serial]
+assert serial[0][0] > serial[0][1]  # the warped copy is found
+print("ok")
+"""
+
+
+def test_worker_processes_after_opencv_threads_finish_with_the_serial_counts(
+    tmp_path: Path,
+) -> None:
+    """Forked workers of a process whose OpenCV thread pool has run used to hang forever
+    in their first OpenCV call; run in a fresh interpreter with a time limit."""
     paths = []
     for i, image in enumerate((_texture(5), _warp(_texture(5)), _texture(6), _texture(7))):
         paths.append(str(tmp_path / f"{i}.png"))
         cv2.imwrite(paths[-1], image)
-    config = LocalConfig(size=256, features=300)
-    one = extract_paths(paths, config=config, cache_dir=tmp_path / "a", progress=False)
-    two = extract_paths(paths, config=config, cache_dir=tmp_path / "b", workers=2, progress=False)
-    assert all(np.array_equal(a.desc, b.desc) for a, b in zip(one, two, strict=True))
-    candidates = [[1, 2, 3], [0, 2, 3], [0, 1, 3]]
-    serial = match_pairs(one[:3], one, candidates, config, workers=1, progress=False)
-    pooled = match_pairs(one[:3], one, candidates, config, workers=2, progress=False)
-    assert [c.tolist() for c in pooled] == [c.tolist() for c in serial]
-    assert serial[0][0] > serial[0][1]  # the warped copy is found
+    done = subprocess.run(
+        [sys.executable, "-c", _AFTER_OPENCV_THREADS, *paths],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 def test_mismatched_boxes_are_an_error(tmp_path: Path) -> None:

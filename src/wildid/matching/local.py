@@ -21,7 +21,6 @@ settings and the image file's identity.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -460,12 +459,15 @@ def match_pairs(
 
 
 def _pool(workers: int, initializer=None, initargs: tuple = ()) -> ProcessPoolExecutor:
-    """Worker processes started fresh ("spawn"), not forked: a fork of a process whose
-    torch or OpenCV threads hold a lock at that instant inherits the lock and no thread to
-    release it (seen here: both matching workers asleep on a futex, 0 s of CPU, after the
-    embedding's threads had run). The workers get their inputs pickled instead."""
-    context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(workers, context, initializer, initargs)
+    """Forked worker processes that cannot deadlock: a worker forked while this process's
+    OpenCV thread pool is alive inherits its locks but not its threads, and its first
+    OpenCV call waits forever (seen: both matching workers asleep, 0 s of CPU, after an
+    embedding's crops were resized). So this process's OpenCV is made single-threaded
+    first, as for the loader workers (`wildid.data.dataset.loader_options`). Forked, not
+    spawned: spawned workers re-import the caller's main module (torch and all, 1-2 min
+    on two busy cores) and get the keypoints pickled."""
+    cv2.setNumThreads(1)
+    return ProcessPoolExecutor(workers, initializer=initializer, initargs=initargs)
 
 
 def default_workers() -> int:
