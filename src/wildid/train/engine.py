@@ -533,13 +533,13 @@ class Trainer:
         if budget is None or self.epoch != 1:
             return
         tc = self.config.train
-        fits = epochs_within(
+        planned = epochs_within(
             seconds,
             budget * 60 - elapsed,
             lambda epochs: epoch_sizes(tc.image_size_start, tc.image_size, epochs),
             self.epochs,
         )
-        fits = torch.tensor([fits], device=self.device)
+        fits = torch.tensor([planned], device=self.device)
         if self.world > 1:
             dist.broadcast(fits, src=0)
         epochs = min(self.epochs, int(fits.item()))
