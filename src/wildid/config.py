@@ -226,6 +226,10 @@ class EmbedConfig(Section):
     # The booleans of older configs still work (true = "mean", false = "none").
     flip_tta: Literal["none", "mean", "gallery"] = "mean"
     dtype: Literal["float16", "float32"] = "float16"
+    # Size the crops are embedded at (gallery, queries, `identify`); None: train.image_size.
+    # A model trained with scale jitter often matches better a little above its training
+    # size (FixRes); `make bench-sweep` measures it without retraining.
+    image_size: int | None = Field(None, ge=32)
 
     @field_validator("flip_tta", mode="before")
     @classmethod
@@ -354,6 +358,11 @@ class Config(Section):
                 "train.val_fraction > 0 (or fusion.local=false)."
             )
         return self
+
+    @property
+    def embed_size(self) -> int:
+        """The size crops are embedded at: embed.image_size, else the training size."""
+        return self.embed.image_size or self.train.image_size
 
     def section_dict(self, *names: str) -> dict[str, Any]:
         """The named sections as plain data: the fingerprint a stage's cache depends on."""

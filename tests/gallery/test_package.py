@@ -42,6 +42,7 @@ def test_archive_holds_safetensors_gallery_calibration_and_checksums(built) -> N
     assert not any(n.endswith((".pt", ".pth", ".pkl")) for n in names)
     assert set(manifest["members"]) == names - {MANIFEST}
     assert meta["crop_mode"] == "whole" and meta["threshold"] is not None
+    assert meta["image_size"] == built.config.embed_size  # what identify embeds new photos at
     assert {"torch", "timm", "numpy", "wildid"} <= set(meta["versions"])
     info = inspect_package(built.archive)
     assert info["checksums"] == "ok"

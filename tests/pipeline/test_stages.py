@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from wildid import pipeline
 from wildid.config import Config, load_config
@@ -78,6 +79,27 @@ def test_embeddings_are_saved_in_table_order(tiny_run) -> None:  # noqa: ANN001
     assert np.allclose(np.linalg.norm(train.astype(np.float32), axis=1), 1, atol=1e-2)
     index = pd.read_csv(folder / "index.csv", dtype=str)
     assert index["image"].tolist() == [*competition.train["image"], *competition.test["image"]]
+
+
+def test_embed_image_size_sets_the_size_crops_are_embedded_at(tiny_run) -> None:  # noqa: ANN001
+    config, _ = tiny_run
+    competition, _ = pipeline.prepare(config)
+    crops = pipeline.crop(config, competition, progress=False)
+    seen: set[tuple[int, int]] = set()
+
+    class SizeProbe(torch.nn.Module):
+        mean_std = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            seen.add(tuple(images.shape[-2:]))
+            return torch.nn.functional.normalize(images.float().mean(dim=(2, 3)), dim=1)
+
+    assert config.embed_size == config.train.image_size  # unset: the training size
+    larger = config.model_copy(deep=True)
+    larger.embed.image_size = config.train.image_size + 32
+    assert larger.embed_size == config.train.image_size + 32
+    pipeline.embed(larger, competition, crops, SizeProbe(), progress=False)
+    assert seen == {(larger.embed_size, larger.embed_size)}
 
 
 def test_baseline_is_scored_with_its_own_submission(tiny_run) -> None:  # noqa: ANN001

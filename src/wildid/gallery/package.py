@@ -406,7 +406,7 @@ def build_package(
         "val_map5": metrics.get("val_map5"),
         "crop_mode": crop_mode(config),
         "crop": config.crop.model_dump(mode="json"),
-        "image_size": config.train.image_size,
+        "image_size": config.embed_size,
         "mean_std": [list(v) for v in net.mean_std],
         "flip_tta": config.embed.flip_tta,
         "side_regex": side_regex if table["side"].notna().any() else None,

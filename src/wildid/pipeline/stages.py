@@ -186,7 +186,8 @@ def embed(
     normalisation its weights expect). With `out_dir`, each kind's views are stored there
     (see wildid.infer.embed) and reused while the weights, config and crops are unchanged.
     """
-    transform = eval_transform(config.train.image_size, forward.mean_std)
+    size = config.embed_size
+    transform = eval_transform(size, forward.mean_std)
     ec = config.embed
     device = resolve_device(config.train.device)
     mode = flip_mode(ec.flip_tta)
@@ -195,8 +196,8 @@ def embed(
     pixels_dir = RunLayout.of(config).pixels
 
     def embedder(paths: list[str], desc: str) -> tuple[np.ndarray, np.ndarray | None]:
-        if pixel_bytes(len(paths), tc.image_size) <= tc.cache_gb * 2**30:
-            pixels = cached_pixels(paths, tc.image_size, pixels_dir, tc.num_workers, progress)
+        if pixel_bytes(len(paths), size) <= tc.cache_gb * 2**30:
+            pixels = cached_pixels(paths, size, pixels_dir, tc.num_workers, progress)
             flip = mode != "none"
             return embed_pixels(
                 forward, pixels, forward.mean_std, ec.batch_size, flip, device, desc, progress
@@ -231,7 +232,7 @@ def embed(
         key = cache.fingerprint(
             digest,
             config.section_dict("crop", "model"),
-            config.train.image_size,
+            size,
             mode != "none",
             ec.dtype,
             paths,
