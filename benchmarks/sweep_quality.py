@@ -22,8 +22,9 @@ A training variant:
 Every variant trains `bench_quality`'s trained pipeline on the same closed-set gallery
 (same import, seed and boxes) and scores top-1 and MAP@5 on the same queries, flanks
 compared only with flanks, so rows differ by their settings alone. Each finished variant
-is written to OUT/sweep.jsonl at once and skipped by a re-run (unless its settings
-changed); `--max-minutes` stops starting new ones, so a sweep fits a time-boxed (GPU)
+is written to OUT/sweep.jsonl at once and skipped by a re-run (unless its settings, or
+the config, data, seed or crop it ran on, changed: a row measured on yesterday's default
+is not today's); `--max-minutes` stops starting new ones, so a sweep fits a time-boxed (GPU)
 lease. `cost` is training epochs x pixels relative to the config's own
 (configs/nyala.yaml: 1.0 = about 23 minutes on 2 CPU cores), to keep GPU-found settings
 honest about what a 2-core CPU can afford.
@@ -42,6 +43,7 @@ import bench_quality as bq
 import torch
 import yaml
 
+from wildid.cache import fingerprint
 from wildid.config import load_config
 from wildid.evaluation.protocols import (
     Protocol,
@@ -91,6 +93,14 @@ def cost(overrides: list[str], config_path: str) -> float:
     base = load_config(config_path).train
     mine = load_config(config_path, overrides).train
     return (mine.epochs * mine.image_size**2) / (base.epochs * base.image_size**2)
+
+
+def baseline(args: argparse.Namespace) -> str:
+    """What every row of a sweep shares: the resolved config (defaults included, so an
+    edited configs/nyala.yaml or base.yaml counts), the data and how it is split and cropped
+    (`--set` is left out: it changes speed, not results)."""
+    config = load_config(args.config).model_dump(mode="json")
+    return fingerprint(config, args.data, args.group, args.side_regex, args.crop, args.seed)
 
 
 def run_variant(variant: dict, protocol: Protocol, args: argparse.Namespace) -> dict:
@@ -173,12 +183,13 @@ def run_bench_variant(variant: dict, args: argparse.Namespace) -> dict:
     }
 
 
-def _finished(variant: dict, done: dict[str, dict]) -> bool:
-    """Whether sweep.jsonl holds this variant with these very settings (an edited variant
-    under an old name runs again)."""
+def _finished(variant: dict, done: dict[str, dict], base: str) -> bool:
+    """Whether sweep.jsonl holds this variant with these very settings on this baseline (an
+    edited variant under an old name, or any variant after the config changed, runs again)."""
     row = done.get(variant["name"])
     return (
         row is not None
+        and row.get("baseline") == base
         and row["overrides"] == [str(o) for o in variant.get("overrides", [])]
         and row["flank_classes"] == bool(variant.get("flank_classes", False))
         and row.get("bench", []) == [str(a) for a in variant.get("bench", [])]
@@ -223,10 +234,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if log.is_file()
         else {}
     )
+    base = baseline(args)
     protocol = None
     start = time.perf_counter()
     for variant in variants:
-        if _finished(variant, done):
+        if _finished(variant, done, base):
             continue
         if args.max_minutes and time.perf_counter() - start > 60 * args.max_minutes:
             print(f"time box reached: {variant['name']} and later variants not run", flush=True)
@@ -241,10 +253,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except Exception as error:  # one broken variant must not cost the rest of a lease
             print(f"variant {variant['name']} failed: {error!r}", flush=True)
             continue
+        row["baseline"] = base
         done[row["name"]] = row
         write_text(log, "".join(json.dumps(r) + "\n" for r in done.values()))  # atomic
         print(json.dumps(row), flush=True)
-    rows = [done[v["name"]] for v in variants if _finished(v, done)]
+    rows = [done[v["name"]] for v in variants if _finished(v, done, base)]
     for r in rows:
         _print_row(r)
     return rows

@@ -75,13 +75,34 @@ def test_sweep_writes_a_row_per_variant_and_resumes(
 
 
 def test_an_edited_variant_runs_again() -> None:
-    done = {"a": {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": False}}
-    assert sweep_quality._finished({"name": "a", "overrides": ["train.epochs=1"]}, done)
-    assert not sweep_quality._finished({"name": "a", "overrides": ["train.epochs=2"]}, done)
+    row = {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": False}
+    done = {"a": {**row, "baseline": "b1"}}
+    assert sweep_quality._finished({"name": "a", "overrides": ["train.epochs=1"]}, done, "b1")
+    assert not sweep_quality._finished({"name": "a", "overrides": ["train.epochs=2"]}, done, "b1")
     assert not sweep_quality._finished(
-        {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": True}, done
+        {"name": "a", "overrides": ["train.epochs=1"], "flank_classes": True}, done, "b1"
     )
-    assert not sweep_quality._finished({"name": "b"}, done)
+    assert not sweep_quality._finished({"name": "b"}, done, "b1")
+    # the same variant on another baseline (an edited config), or a row from before
+    # baselines were recorded, is not finished
+    assert not sweep_quality._finished({"name": "a", "overrides": ["train.epochs=1"]}, done, "b2")
+    assert not sweep_quality._finished(
+        {"name": "a", "overrides": ["train.epochs=1"]}, {"a": row}, "b1"
+    )
+
+
+def test_the_baseline_follows_the_config_and_data_but_not_speed_settings(tmp_path: Path) -> None:
+    nyala = ROOT / "configs" / "nyala.yaml"
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(f"_base_: {nyala}\ntrain: {{lr: 0.002}}\n")
+
+    def base(*argv: str) -> str:
+        return sweep_quality.baseline(sweep_quality.parse_args(["--variants", "v.yaml", *argv]))
+
+    assert base() == base("--set", "train.num_workers=12")
+    assert base() != base("--config", str(edited))
+    assert base() != base("--seed", "1")
+    assert base() != base("--data", str(tmp_path))
 
 
 def test_the_sweep_runs_as_a_script_without_editing_sys_path() -> None:
