@@ -196,7 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--local-upright",
         action=argparse.BooleanOptionalAction,
         default=LocalConfig().upright,
-        help="descriptors at orientation 0 (animals stand upright)",
+        help="descriptors at orientation 0 instead of each keypoint's own",
     )
     p.add_argument(
         "--local-mutual",

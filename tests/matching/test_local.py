@@ -46,6 +46,23 @@ def test_same_pattern_has_many_more_inliers_than_another(model: str) -> None:
     assert inliers(a, other, config) < 15
 
 
+def test_oriented_descriptors_match_a_tilted_pattern_that_upright_ones_miss() -> None:
+    """The default (each keypoint at its own orientation) survives a 45-degree tilt;
+    `upright=True` (every descriptor at orientation 0) does not, and neither lets a
+    different pattern through."""
+    image = _texture(0)
+    h, w = image.shape[:2]
+    tilt = cv2.warpAffine(
+        image, cv2.getRotationMatrix2D((w / 2, h / 2), 45, 0.9), (w, h), borderValue=(90,) * 3
+    )
+    assert not LocalConfig().upright
+    for upright, expected in ((False, True), (True, False)):
+        config = LocalConfig(size=256, features=400, upright=upright)
+        a, tilted, other = (extract(i, config=config) for i in (image, tilt, _texture(1)))
+        assert (inliers(a, tilted, config) >= 30) is expected
+        assert inliers(a, other, config) < 15
+
+
 def test_box_limits_keypoints_to_the_region() -> None:
     image = _texture(2)
     image[:, :128] = 90  # left half blank

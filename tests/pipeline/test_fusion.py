@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from wildid import pipeline
-from wildid.config import ConfigError
+from wildid.config import ConfigError, load_config
 from wildid.data.competition import load_competition
 from wildid.errors import WildidError
 from wildid.evaluation.submission import validate_against_competition
 from wildid.layout import RunLayout
-from wildid.pipeline.fusion import FusionError
+from wildid.pipeline.fusion import FusionError, local_config
 
 pytestmark = pytest.mark.slow
 
@@ -55,3 +55,13 @@ def test_fusion_without_validation_queries_is_refused_before_any_work(
         make_config(tmp_path, "fusion.local=true", "train.val_fraction=0.0")
     assert not (tmp_path / "working").exists()
     assert issubclass(FusionError, WildidError)
+
+
+def test_the_fusion_section_sets_the_local_matcher() -> None:
+    """`fusion.upright`, `size` and `mask` reach the keypoint extractor."""
+    default = local_config(load_config(None))
+    assert not default.upright and default.size == 256
+    local = local_config(
+        load_config(None, ["fusion.upright=true", "fusion.size=192", "fusion.mask=box"])
+    )
+    assert local.upright and local.size == 192 and local.mask == "box"

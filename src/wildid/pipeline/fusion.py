@@ -49,7 +49,7 @@ class FusionError(WildidError, ValueError):
 
 def local_config(config: Config) -> LocalConfig:
     fc = config.fusion
-    return LocalConfig(size=fc.size, features=fc.features, mask=fc.mask)
+    return LocalConfig(size=fc.size, features=fc.features, mask=fc.mask, upright=fc.upright)
 
 
 def _shortlist(gallery: np.ndarray, queries: np.ndarray, config: Config) -> Shortlist:
