@@ -227,8 +227,9 @@ class EmbedConfig(Section):
     flip_tta: Literal["none", "mean", "gallery"] = "mean"
     dtype: Literal["float16", "float32"] = "float16"
     # Size the crops are embedded at (gallery, queries, `identify`); None: train.image_size.
-    # A model trained with scale jitter often matches better a little above its training
-    # size (FixRes); `make bench-sweep` measures it without retraining.
+    # FixRes: a model trained on random-resized crops may match better above its training
+    # size; ours (scale jitter 0.85-1.15) did not on nyala (224-320 px all below 256,
+    # benchmarks/README.md), so the training size is the default.
     image_size: int | None = Field(None, ge=32)
 
     @field_validator("flip_tta", mode="before")
