@@ -11,7 +11,8 @@ matchers over its own shortlist (`wildid.matching.fusion`):
 * imagenet_<backbone>: shipped ImageNet features (GeM pooled), no training;
 * local: RootSIFT keypoints on the animal (GrabCut foreground of the box), ratio test and
   RANSAC, raw inlier counts (`--local-normalise query`: over the query's shortlist
-  median), over the top `--shortlist`
+  median; `--local-score lnbnn`: HotSpotter's one-vs-many weights instead), over the top
+  `--shortlist`
   gallery photos of the untrained MobileNetV2 (training-free end to end);
 * trained: the package's pipeline (configs/nyala.yaml) trained on the gallery only; in
   the open protocol, without the calibration photos (below);
@@ -113,7 +114,7 @@ from wildid.matching.fusion import (
     rank_shortlist,
     same_pairs,
 )
-from wildid.matching.local import MASKS, MODELS, LocalConfig, extract_paths
+from wildid.matching.local import MASKS, MODELS, SCORES, LocalConfig, extract_paths
 from wildid.matching.sightings import (
     one_individual_per_sighting,
     pool_by_sighting,
@@ -203,6 +204,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=LocalConfig().mutual,
         help="keep only mutual nearest-neighbour matches",
+    )
+    p.add_argument(
+        "--local-score",
+        choices=SCORES,
+        default=FusionConfig().score,
+        help="a pair's RANSAC inliers, or one-vs-many LNBNN weights over the shortlist",
+    )
+    p.add_argument(
+        "--local-neighbours",
+        type=int,
+        default=LocalConfig().neighbours,
+        help="votes per query keypoint with --local-score lnbnn",
     )
     p.add_argument(
         "--local-normalise",
@@ -928,6 +941,8 @@ def main(argv: list[str] | None = None) -> dict:
         model=args.local_model,
         upright=args.local_upright,
         mutual=args.local_mutual,
+        score=args.local_score,
+        neighbours=args.local_neighbours,
     )
     pairs = None
     if "local" in needed:
@@ -1005,7 +1020,9 @@ def main(argv: list[str] | None = None) -> dict:
         "shortlist": args.shortlist,
         "local": f"mask {local.mask}, {local.size} px, {local.features} keypoints, "
         f"{'upright' if local.upright else 'oriented'}, {local.model}"
-        f"{', mutual' if local.mutual else ''}, normalise {args.local_normalise}",
+        f"{', mutual' if local.mutual else ''}, "
+        + (f"LNBNN {local.neighbours} votes" if local.score == "lnbnn" else "inliers")
+        + f", normalise {args.local_normalise}",
         "calibration": args.calibration,
         "calibration_new": args.calibration_new,
         "new_share": args.new_share,

@@ -239,6 +239,39 @@ def test_pair_cache_matches_each_pair_once_and_keeps_counts_on_disk(
     assert len(calls) == n
 
 
+def test_pair_cache_keys_one_vs_many_scores_by_the_candidate_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An LNBNN score depends on the other candidates: the same pair under another list is
+    matched again (the whole row), under the same list read from the file."""
+    calls: list[list[list[int]]] = []
+
+    def fake_match(queries, gallery, candidates, config, workers, progress):
+        calls.append([list(c) for c in candidates])
+        # a score that depends on the list, as LNBNN's does
+        return [np.array([0.5 * gallery[g] + len(c) for g in c]) for c in candidates]
+
+    monkeypatch.setattr(fusion, "match_pairs", fake_match)
+    sift = {"q0": 1, "g0": 0, "g1": 1, "g2": 2}
+    file = tmp_path / "pairs.csv"
+    config = LocalConfig(score="lnbnn")
+    cache = PairCache(sift, config, 1, False, file)  # type: ignore[arg-type]
+    rows, gallery = pd.Series(["q0"]), pd.Series(["g0", "g1", "g2"])
+    assert cache.matrix(rows, gallery, [np.array([0, 2])]).tolist() == [[2.0, -1, 3.0]]
+    # another list holding g2: the row is matched again, all of it
+    assert cache.matrix(rows, gallery, [np.array([2, 1, 0])]).tolist() == [[3.0, 3.5, 4.0]]
+    assert calls[-1] == [[2, 1, 0]]
+    n = len(calls)
+    again = PairCache(sift, config, 1, False, file)  # type: ignore[arg-type]
+    assert again.matrix(rows, gallery, [np.array([2, 0])]).tolist() == [[2.0, -1, 3.0]]
+    assert len(calls) == n  # the same list, in another order: read from the file
+    # an older file with inlier counts and no context column still reads
+    pd.DataFrame({"query": ["q0"], "gallery": ["g1"], "inliers": [7]}).to_csv(file, index=False)
+    old = PairCache(sift, LocalConfig(), 1, False, file)  # type: ignore[arg-type]
+    assert old.matrix(rows, gallery, [np.array([1])]).tolist() == [[-1, 7.0, -1]]
+    assert len(calls) == n
+
+
 def test_weights_turn_down_a_matcher_that_only_adds_noise() -> None:
     """An imperfect global matcher and a second one that is pure noise, or an independent
     signal: chosen on the calibration rows alone, the noise gets a small weight (at most

@@ -10,7 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from wildid.matching.local import LocalConfig, extract, extract_paths, inliers, match_pairs
+from wildid.matching.local import (
+    LocalConfig,
+    extract,
+    extract_paths,
+    inliers,
+    match_pairs,
+    match_row,
+)
 
 
 def _texture(seed: int, size: int = 256) -> np.ndarray:
@@ -134,6 +141,43 @@ def test_worker_processes_after_opencv_threads_finish_with_the_serial_counts(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_lnbnn_weighs_what_only_one_candidate_shares_above_what_many_share() -> None:
+    """Five candidates share a patch with the query (one background, a common coat
+    texture); one shares a smaller part of its own pattern, seen again warped. Pair by
+    pair the common patch wins ten to one; one-vs-many (HotSpotter's LNBNN) it is worth
+    little, as its keypoints resemble five photos, and the distinctive part wins."""
+    common, own = _texture(10), _texture(11)
+
+    def halves(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        image = left.copy()
+        image[:, 160:] = right[:, 160:]
+        return image
+
+    query = halves(common, own)
+    photos = [_warp(halves(_texture(20), own))]  # the same animal
+    photos += [halves(common, _texture(30 + i)) for i in range(5)]
+    photos += [_texture(40 + i) for i in range(4)]
+    scores = {}
+    for score in ("inliers", "lnbnn"):
+        config = LocalConfig(size=256, features=400, score=score)
+        q, gallery = extract(query, config=config), [extract(p, config=config) for p in photos]
+        scores[score] = match_row(q, gallery, np.arange(len(gallery)), config)
+    assert scores["inliers"][0] < scores["inliers"][1:6].min()
+    assert scores["lnbnn"][0] > 1.5 * scores["lnbnn"][1:6].max()
+    assert scores["lnbnn"].argmax() == 0 and scores["lnbnn"].dtype == np.float32
+    # a subset of the candidates changes the normaliser, so the same pair scores otherwise
+    config = LocalConfig(size=256, features=400, score="lnbnn")
+    q, gallery = extract(query, config=config), [extract(p, config=config) for p in photos]
+    assert match_row(q, gallery, np.array([1, 6]), config)[0] > scores["lnbnn"][1]
+
+
+def test_lnbnn_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="score"):
+        LocalConfig(score="votes")
+    with pytest.raises(ValueError, match="neighbours"):
+        LocalConfig(score="lnbnn", neighbours=0)
 
 
 def test_mismatched_boxes_are_an_error(tmp_path: Path) -> None:

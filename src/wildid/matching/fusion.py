@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wildid.cache import fingerprint
 from wildid.data.competition import NEW_INDIVIDUAL
 from wildid.infer.openset import map5_curve
 from wildid.infer.retrieval import Ranking, best_per_individual
@@ -53,13 +54,15 @@ def shortlist(scores: np.ndarray, n: int) -> list[np.ndarray]:
 
 
 class PairCache:
-    """Inlier counts by (query image, gallery image): the SIFT and fusion shortlists
+    """Local scores by (query image, gallery image): the SIFT and fusion shortlists
     overlap, and matching is the slow part.
 
-    `sift` maps each image to its extracted features; with `file`, the counts are read from
-    that CSV (query, gallery, inliers) and written back after each batch of new matches, so
-    name it by the matcher settings (a re-run with other fusion or protocol settings then
-    skips the matching).
+    `sift` maps each image to its extracted features; with `file`, the scores are read from
+    that CSV (query, gallery, context, score) and written back after each batch of new
+    matches, so name it by the matcher settings (a re-run with other fusion or protocol
+    settings then skips the matching). A one-vs-many score (`LocalConfig.score="lnbnn"`)
+    depends on the query's whole candidate list, so it is kept under that list's
+    fingerprint (`context`); a pair's inlier count (context "") does not.
     """
 
     def __init__(
@@ -71,20 +74,24 @@ class PairCache:
         file: Path | None = None,
     ) -> None:
         self.sift, self.config, self.workers, self.progress = sift, config, workers, progress
-        self.counts: dict[tuple[str, str], int] = {}
+        self.counts: dict[tuple[str, str, str], float] = {}
         self.file = file
         if file is not None and file.is_file():
-            table = pd.read_csv(file, dtype={"query": str, "gallery": str})
+            table = pd.read_csv(
+                file, dtype={"query": str, "gallery": str, "context": str}, keep_default_na=False
+            )
+            values = table["score" if "score" in table else "inliers"].astype(float)
+            context = table["context"] if "context" in table else [""] * len(table)
             self.counts = dict(
                 zip(
-                    zip(table["query"], table["gallery"], strict=True),
-                    table["inliers"].astype(int),
+                    zip(table["query"], table["gallery"], context, strict=True),
+                    values,
                     strict=True,
                 )
             )
 
     def save(self) -> None:
-        """Keep the counts on disk (keyed by the matcher settings in the file name): a re-run
+        """Keep the scores on disk (keyed by the matcher settings in the file name): a re-run
         with other fusion or protocol settings then skips the slow matching."""
         if self.file is not None:
             keys = list(self.counts)
@@ -93,23 +100,31 @@ class PairCache:
                     {
                         "query": [k[0] for k in keys],
                         "gallery": [k[1] for k in keys],
-                        "inliers": list(self.counts.values()),
+                        "context": [k[2] for k in keys],
+                        "score": list(self.counts.values()),
                     }
                 ),
                 self.file,
             )
 
+    def _context(self, gallery: np.ndarray, candidates: np.ndarray) -> str:
+        if self.config.score != "lnbnn":
+            return ""
+        return fingerprint(sorted(str(g) for g in gallery[np.asarray(candidates, np.int64)]))[:16]
+
     def matrix(
         self, rows: pd.Series, gallery: pd.Series, candidates: list[np.ndarray]
     ) -> np.ndarray:
-        """(rows x gallery) inlier counts, -1 where not matched; `candidates[r]` are the
+        """(rows x gallery) local scores, -1 where not matched; `candidates[r]` are the
         gallery columns row r is matched against (pairs not yet cached are matched now)."""
         rows, gallery = rows.to_numpy(), gallery.to_numpy()
+        contexts = [self._context(gallery, cand) for cand in candidates]
         todo = [
-            (r, [g for g in cand if (rows[r], gallery[g]) not in self.counts])
+            (r, [g for g in cand if (rows[r], gallery[g], contexts[r]) not in self.counts])
             for r, cand in enumerate(candidates)
         ]
-        todo = [(r, c) for r, c in todo if c]
+        # a one-vs-many score needs the whole list: a row with any pair missing is redone
+        todo = [(r, list(candidates[r]) if contexts[r] else c) for r, c in todo if c]
         if todo:
             queries = [self.sift[rows[r]] for r, _ in todo]
             results = match_pairs(
@@ -120,14 +135,14 @@ class PairCache:
                 self.workers,
                 self.progress,
             )
-            for (r, cand), counts in zip(todo, results, strict=True):
-                for g, n in zip(cand, counts, strict=True):
-                    self.counts[(rows[r], gallery[g])] = int(n)
+            for (r, cand), scores in zip(todo, results, strict=True):
+                for g, n in zip(cand, scores, strict=True):
+                    self.counts[(rows[r], gallery[g], contexts[r])] = float(n)
             self.save()
         out = np.full((len(rows), len(gallery)), -1, dtype=np.float32)
         for r, cand in enumerate(candidates):
             for g in cand:
-                out[r, g] = self.counts[(rows[r], gallery[g])]
+                out[r, g] = self.counts[(rows[r], gallery[g], contexts[r])]
         return out
 
     def scores(

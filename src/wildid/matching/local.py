@@ -76,6 +76,17 @@ class LocalConfig:
         the camera, and a flank turned or tilted keeps its keypoints' orientations.
     mutual: keep only matches that are also the gallery keypoint's nearest neighbour in
         the query (on top of the ratio test).
+    score: how a (query, gallery photo) pair is scored. "inliers": RANSAC inliers among
+        the pair's ratio-test matches (pair by pair). "lnbnn": HotSpotter's one-vs-many
+        scoring (Crall et al. 2013, local naive Bayes nearest neighbour, McCann & Lowe
+        2012): each query keypoint meets the descriptors of the whole candidate list at
+        once; its `neighbours` nearest votes for their photos with weight d(next
+        neighbour) - d(vote), so a keypoint that resembles many photos (fur texture, a
+        common stripe end) votes with nearly nothing and a distinctive one with a lot; a
+        photo's score is the summed weight of its votes that RANSAC keeps. The score then
+        depends on the candidate list (`PairCache` keys it by that list).
+    neighbours: votes per query keypoint with `score="lnbnn"` (the next nearest is the
+        normaliser).
     """
 
     size: int = 256
@@ -93,8 +104,14 @@ class LocalConfig:
     min_matches: int = 6
     upright: bool = False
     mutual: bool = False
+    score: str = "inliers"
+    neighbours: int = 4
 
     def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"local score {self.score!r}: expected one of {', '.join(SCORES)}.")
+        if self.neighbours < 1:
+            raise ValueError(f"local neighbours {self.neighbours}: expected at least 1.")
         if self.mask not in MASKS:
             raise ValueError(f"local mask {self.mask!r}: expected one of {', '.join(MASKS)}.")
         if self.model not in MODELS:
@@ -103,6 +120,7 @@ class LocalConfig:
 
 MASKS = ("grabcut", "box")
 MODELS = ("homography", "affine", "fundamental")
+SCORES = ("inliers", "lnbnn")
 
 
 @dataclass(frozen=True)
@@ -348,14 +366,15 @@ def ratio_matches(
     return keep.astype(np.int64), nearest[keep].astype(np.int64)
 
 
-def verified(
+def _ransac(
     a: Features, b: Features, src_idx: np.ndarray, dst_idx: np.ndarray, config: LocalConfig
-) -> int:
-    """RANSAC inliers among the given matches, counting each gallery keypoint once (one
-    keypoint matched by many would inflate the score)."""
+) -> np.ndarray:
+    """The matches (query keypoint `src_idx`, gallery keypoint `dst_idx`) that RANSAC keeps
+    under `config.model`, as a boolean mask (all False when too few to fit)."""
     minimum = 3 if config.model == "affine" else (8 if config.model == "fundamental" else 4)
+    none = np.zeros(len(src_idx), bool)
     if len(src_idx) < max(minimum, config.min_matches):
-        return 0
+        return none
     src = np.ascontiguousarray(a.xy[src_idx], np.float32)
     dst = np.ascontiguousarray(b.xy[dst_idx], np.float32)
     if config.model == "affine":
@@ -374,9 +393,15 @@ def verified(
         _, mask = cv2.findHomography(
             src, dst, cv2.RANSAC, config.reproj, maxIters=config.ransac_iters
         )
-    if mask is None:
-        return 0
-    keep = mask.ravel().astype(bool)
+    return none if mask is None else mask.ravel().astype(bool)
+
+
+def verified(
+    a: Features, b: Features, src_idx: np.ndarray, dst_idx: np.ndarray, config: LocalConfig
+) -> int:
+    """RANSAC inliers among the given matches, counting each gallery keypoint once (one
+    keypoint matched by many would inflate the score)."""
+    keep = _ransac(a, b, src_idx, dst_idx, config)
     return len(np.unique(dst_idx[keep]))
 
 
@@ -403,6 +428,8 @@ def match_row(
     The query's descriptors meet all candidates' in one matrix product (BLAS), cut into
     one block per candidate for the ratio test and RANSAC: about twice as fast as
     OpenCV's brute-force matcher pair by pair."""
+    if config.score == "lnbnn":
+        return lnbnn_row(query, gallery, candidates, config)
     out = np.zeros(len(candidates), dtype=np.int32)
     if len(query) < 2 or len(candidates) == 0:
         return out
@@ -417,6 +444,50 @@ def match_row(
         if stop - start >= 2:
             src, dst = ratio_matches(query, block, config, dots[:, start:stop])
             out[j] = verified(query, block, src, dst, config)
+    return out
+
+
+def lnbnn_row(
+    query: Features,
+    gallery: Sequence[Features],
+    candidates: np.ndarray,
+    config: LocalConfig = LocalConfig(),
+) -> np.ndarray:
+    """One-vs-many scores of one query against its candidate gallery photos
+    (`LocalConfig.score="lnbnn"`): each query keypoint votes for the photos of its
+    `config.neighbours` nearest descriptors among all candidates' (one per photo, the
+    nearest), weighted by d(next nearest) - d(vote); a photo scores the weight of its
+    votes that RANSAC keeps, each of its keypoints counted once (its largest vote)."""
+    out = np.zeros(len(candidates), dtype=np.float32)
+    blocks = [gallery[g] for g in candidates]
+    sizes = np.array([len(b) for b in blocks], dtype=np.int64)
+    k = config.neighbours
+    if len(query) < 2 or sizes.sum() <= k:
+        return out
+    stacked = np.concatenate([np.asarray(b.desc, np.float32) for b in blocks])
+    owner = np.repeat(np.arange(len(blocks)), sizes)
+    within = np.arange(len(stacked)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    q = np.asarray(query.desc, np.float32)
+    d2 = _squared_norms(q)[:, None] + _squared_norms(stacked)[None, :] - 2.0 * (q @ stacked.T)
+    near = np.argpartition(d2, k, axis=1)[:, : k + 1]
+    order = np.argsort(np.take_along_axis(d2, near, axis=1), axis=1)
+    near = np.take_along_axis(near, order, axis=1)
+    dist = np.sqrt(np.maximum(np.take_along_axis(d2, near, axis=1), 0.0))
+    weight = (dist[:, k:] - dist[:, :k]).ravel()
+    rows = np.repeat(np.arange(len(q)), k)
+    cols = near[:, :k].ravel()
+    photo = owner[cols]
+    # one vote per (query keypoint, photo): the nearest (votes are sorted nearest first)
+    _, first = np.unique(rows * len(blocks) + photo, return_index=True)
+    rows, cols, photo, weight = rows[first], cols[first], photo[first], weight[first]
+    for j in np.unique(photo):
+        mine = photo == j
+        src, dst, w = rows[mine], within[cols[mine]], weight[mine]
+        keep = _ransac(query, blocks[j], src, dst, config)
+        if keep.any():
+            best = np.zeros(sizes[j], np.float32)
+            np.maximum.at(best, dst[keep], w[keep])
+            out[j] = best.sum()
     return out
 
 
@@ -442,7 +513,8 @@ def match_pairs(
     workers: int = 1,
     progress: bool = True,
 ) -> list[np.ndarray]:
-    """Inlier counts of each query against its candidate gallery indices (row by row)."""
+    """Scores of each query against its candidate gallery indices (row by row): inlier
+    counts, or one-vs-many LNBNN weights with `config.score="lnbnn"`."""
     if len(candidates) != len(queries):
         raise ValueError(f"{len(queries)} queries but {len(candidates)} candidate rows.")
     jobs = [(q, np.asarray(c, dtype=np.int64)) for q, c in enumerate(candidates)]

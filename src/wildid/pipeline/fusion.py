@@ -49,7 +49,14 @@ class FusionError(WildidError, ValueError):
 
 def local_config(config: Config) -> LocalConfig:
     fc = config.fusion
-    return LocalConfig(size=fc.size, features=fc.features, mask=fc.mask, upright=fc.upright)
+    return LocalConfig(
+        size=fc.size,
+        features=fc.features,
+        mask=fc.mask,
+        upright=fc.upright,
+        score=fc.score,
+        neighbours=fc.neighbours,
+    )
 
 
 def _shortlist(gallery: np.ndarray, queries: np.ndarray, config: Config) -> Shortlist:
