@@ -622,6 +622,14 @@ def package_(
         Path | None, typer.Option("--inspect", help="list a package instead of building one")
     ] = None,
     working: Annotated[Path, typer.Option(help="where run names are looked up")] = Path("working"),
+    local: Annotated[
+        bool | None,
+        typer.Option(
+            "--local/--no-local",
+            help="carry the gallery's keypoints, so identify ranks by the calibrated fusion "
+            "of the embedding and local matching (default: the run's fusion.local)",
+        ),
+    ] = None,
 ) -> None:
     """Package a trained run (weights, gallery, threshold, calibration) as one archive."""
     from wildid.gallery.package import PackageError, build_package, inspect_package
@@ -637,12 +645,13 @@ def package_(
         folder = RunLayout(working, Path("submissions"), run).root
     if not folder.is_dir():
         raise PackageError(f"{run}: neither a run folder nor a run under {working}/.")
-    archive = build_package(folder, out)
+    archive = build_package(folder, out, local=local, progress=True)
     info = inspect_package(archive)
     gallery = info["gallery"]
     typer.echo(
         f"{archive}: {gallery['photos']} photos of {gallery['individuals']} individuals, "
         f"threshold {info['threshold']}, {info['members']} members, {info['bytes']} bytes"
+        + (f", keypoints ({info['local']['source']} fusion)" if info.get("local") else "")
     )
 
 
@@ -676,11 +685,19 @@ def identify(
             "gmean (balances known and new animals; the default) or map5 (MAP@5-optimal)",
         ),
     ] = None,
+    local: Annotated[
+        bool | None,
+        typer.Option(
+            "--local/--no-local",
+            help="rank by the fusion of the embedding and keypoints (the default for a "
+            "package built with --local), or by the embedding alone",
+        ),
+    ] = None,
 ) -> None:
     """Rank the known individuals for each photo: score, probability, new_individual."""
     from wildid.gallery.identify import Identifier, match_sheet, results_table, write_results
 
-    identifier = Identifier(package, operating_point=operating_point)
+    identifier = Identifier(package, operating_point=operating_point, local=local)
     results = identifier.identify(photos, sighting=sighting, k=k, sides=side)
     typer.echo(results_table(results).to_string(index=False))
     for result in results:

@@ -22,6 +22,15 @@ cross-side similarity is evidence of nothing. Gallery sides are the catalogue's 
 `wildid identify --side`) or read from its file name with the package's `side_regex`
 (the one its gallery's sides were read with). Unknown on either side: compared.
 Individuals with no comparable photo are not candidates.
+
+Keypoints: a package built with local matching (`wildid package --local`; `gallery.fusion`)
+ranks by the calibrated fusion of the cosine and RootSIFT keypoints on the animal, as the
+nyala benchmark's trained+local method does: each photo's top `shortlist` gallery photos
+by cosine are matched by keypoints, and each candidate's probability is the fused
+P(same individual) of its best such photo (its `score` stays that photo's cosine, its
+`local` the keypoint score); `new_individual` uses the operating points fitted on the
+fused probability. `Identifier(..., local=False)` (`wildid identify --no-local`) ranks by
+the cosine alone.
 """
 
 from __future__ import annotations
@@ -36,12 +45,28 @@ import numpy as np
 import pandas as pd
 
 from wildid.gallery.embedder import PhotoEmbedder
-from wildid.gallery.package import Package, resolve_package, side_of
+from wildid.gallery.fusion import (
+    ENROLLED_KEYPOINTS,
+    KEYPOINTS,
+    crop_features,
+    load_fusion,
+    read_features,
+)
+from wildid.gallery.package import (
+    DEFAULT_POINT,
+    Package,
+    PackageError,
+    resolve_package,
+    side_of,
+)
 from wildid.gallery.store import Catalogue, Gallery
+from wildid.infer.openset import OPERATING_POINTS
 from wildid.io import atomic_path, write_csv, write_text
+from wildid.matching.local import Features, match_row
 from wildid.matching.sightings import pool_by_sighting
 
 RESULT_COLUMNS = ["query", "rank", "individual_id", "score", "probability"]
+LOCAL_COLUMN = "local"  # the keypoint score, in the table of a package with keypoints
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,7 @@ class Candidate:
     score: float
     probability: float
     photo: Path  # that individual's best-matching gallery thumbnail
+    local: float | None = None  # that photo's keypoint score (packages with keypoints)
 
 
 @dataclass(frozen=True)
@@ -71,6 +97,7 @@ class _Index:
     individuals: np.ndarray  # (n,) sorted
     starts: np.ndarray  # (n,) first row of each individual
     stops: np.ndarray
+    codes: np.ndarray  # (rows,) each row's individual (an index into individuals)
     sides: np.ndarray  # (rows,) object: each row's flank, None when unknown
     known: np.ndarray  # (rows,) bool: the row's flank is known
 
@@ -96,6 +123,7 @@ def _index(gallery: Gallery, sides: dict[int, str | None]) -> _Index:
         individuals.astype(object),
         starts,
         stops,
+        sorted_codes,
         row_sides,
         np.array([s is not None for s in row_sides], dtype=bool),
     )
@@ -108,7 +136,12 @@ class Identifier:
     undo by this or another process), so a long-lived Identifier (the app) stays current.
     """
 
-    def __init__(self, package: Package | str | Path, operating_point: str | None = None) -> None:
+    def __init__(
+        self,
+        package: Package | str | Path,
+        operating_point: str | None = None,
+        local: bool | None = None,
+    ) -> None:
         self.package = resolve_package(package)
         self.embedder = PhotoEmbedder(self.package)
         self.catalogue = Catalogue(self.package, embedder=self.embedder)
@@ -118,6 +151,22 @@ class Identifier:
         self.float16 = self.package.config.embed.dtype == "float16"
         self.side_regex: str | None = self.package.meta.get("side_regex")
         self._index: _Index | None = None
+        # keypoint fusion: on when the package has it, unless `local=False`
+        self.fusion = load_fusion(self.package.root) if local is not False else None
+        if local and self.fusion is None:
+            raise PackageError(
+                f"{self.package.root}: this package has no keypoints; build it with "
+                "`wildid package --local` to identify with local matching."
+            )
+        if self.fusion is not None and self.fusion.operating_points:
+            point = operating_point or self.package.meta.get("operating_point") or DEFAULT_POINT
+            if point not in OPERATING_POINTS:
+                raise PackageError(
+                    f"operating point {point!r}: expected one of {', '.join(OPERATING_POINTS)}."
+                )
+            self.probability_threshold = float(self.fusion.operating_points[point])
+        self._keypoints: dict[int, Features] = {}
+        self._keypoint_files: dict[int, Path] = {}
 
     def index(self) -> _Index:
         if self._index is None or self._index.gallery.version != self.catalogue.version():
@@ -125,6 +174,58 @@ class Identifier:
             sides = {r.id: r.side for r in self.catalogue.records()}
             self._index = _index(gallery, sides)
         return self._index
+
+    def keypoints(self, photo: int) -> Features:
+        """A gallery photo's keypoints (read once): the package's, or an enrolled photo's;
+        none for a photo enrolled without (by a package built before keypoints)."""
+        if photo not in self._keypoints:
+            if not self._keypoint_files or photo not in self._keypoint_files:
+                self._keypoint_files = {
+                    r.id: self.package.root
+                    / (
+                        f"{KEYPOINTS}/{r.id}.npz"
+                        if r.entry is None
+                        else f"{ENROLLED_KEYPOINTS}/{r.sha256}.npz"
+                    )
+                    for r in self.catalogue.records()
+                }
+            path = self._keypoint_files.get(photo)
+            self._keypoints[photo] = (
+                read_features(path)
+                if path is not None and path.is_file()
+                else Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+            )
+        return self._keypoints[photo]
+
+    def _fused(
+        self, index: _Index, sims: np.ndarray, crops: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(photos, individuals) best fused probability over each photo's shortlist, and
+        per pair the gallery row it came from (-1: none) and that row's keypoint score."""
+        fusion = self.fusion
+        assert fusion is not None
+        n = len(index.individuals)
+        best = np.full((len(sims), n), -np.inf, dtype=np.float32)
+        rows_of = np.full((len(sims), n), -1, dtype=np.int64)
+        local_of = np.zeros((len(sims), n), dtype=np.float32)
+        for q in range(len(sims)):
+            order = np.argsort(-sims[q], kind="stable")
+            order = order[np.isfinite(sims[q, order])]
+            _, first = np.unique(index.photos[order], return_index=True)  # best row per photo
+            rows = order[np.sort(first)[: fusion.shortlist]]
+            if len(rows) == 0:
+                continue
+            query = crop_features(cv2.cvtColor(crops[q], cv2.COLOR_RGB2BGR), fusion.local)
+            gallery = [self.keypoints(int(index.photos[r])) for r in rows]
+            local = match_row(query, gallery, np.arange(len(rows)), fusion.local)
+            fused = fusion.fused(sims[q, rows], local.astype(np.float32))
+            for r, score, p in sorted(
+                zip(rows, local, fused, strict=True), key=lambda t: t[2], reverse=True
+            ):
+                code = index.codes[r]
+                if rows_of[q, code] < 0:  # best first: an individual's first row is its best
+                    best[q, code], rows_of[q, code], local_of[q, code] = p, r, score
+        return best, rows_of, local_of
 
     def sides(
         self, photos: Sequence[str | Path], sides: str | Sequence[str | None] | None = None
@@ -162,7 +263,10 @@ class Identifier:
             other = index.mask(side)
             if other is not None:
                 sims[q, other] = -np.inf
-        best = np.maximum.reduceat(sims, index.starts, axis=1)  # (photos, individuals)
+        if self.fusion is not None:
+            best, rows_of, local_of = self._fused(index, sims, embedded.crops)
+        else:
+            best = np.maximum.reduceat(sims, index.starts, axis=1)  # (photos, individuals)
         if sighting and len(photos) > 1:
             columns = np.arange(len(index.individuals))
             best, _ = pool_by_sighting(best, columns, np.zeros(len(photos), dtype=int))
@@ -172,18 +276,26 @@ class Identifier:
             top = np.argpartition(-best[q], k - 1)[:k]
             top = top[np.lexsort((top, -best[q, top]))]
             top = top[np.isfinite(best[q, top])]  # individuals it saw no photo of: none
-            probabilities = self.calibration.probability(best[q, top])
+            if self.fusion is not None:  # already P(same), fused
+                probabilities = best[q, top]
+            else:
+                probabilities = self.calibration.probability(best[q, top])
             candidates = []
             for rank, (code, probability) in enumerate(zip(top, probabilities, strict=True)):
                 start, stop = index.starts[code], index.stops[code]
-                photo = int(index.photos[start + int(np.argmax(sims[q, start:stop]))])
+                row = start + int(np.argmax(sims[q, start:stop]))
+                local = None
+                if self.fusion is not None and rows_of[q, code] >= 0:
+                    row, local = int(rows_of[q, code]), float(local_of[q, code])
+                photo = int(index.photos[row])
                 candidates.append(
                     Candidate(
                         rank + 1,
                         str(index.individuals[code]),
-                        float(best[q, code]),
+                        float(sims[q, row]) if self.fusion is not None else float(best[q, code]),
                         float(probability),
                         index.gallery.thumbnails[photo],
+                        local,
                     )
                 )
             if not candidates:  # no gallery photo of its flank
@@ -199,13 +311,17 @@ class Identifier:
 
 
 def results_table(results: Sequence[QueryResult]) -> pd.DataFrame:
-    """One row per query and rank: query, rank, individual_id, score, probability."""
+    """One row per query and rank: query, rank, individual_id, score, probability (and
+    the keypoint score, `local`, when the package ranks with keypoints)."""
     rows = [
-        (r.query, c.rank, c.individual_id, round(c.score, 6), round(c.probability, 6))
+        (r.query, c.rank, c.individual_id, round(c.score, 6), round(c.probability, 6), c.local)
         for r in results
         for c in r.candidates
     ]
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    table = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, LOCAL_COLUMN])
+    if table[LOCAL_COLUMN].isna().all():
+        return table.drop(columns=LOCAL_COLUMN)
+    return table.round({LOCAL_COLUMN: 4})
 
 
 def write_results(results: Sequence[QueryResult], path: str | Path) -> Path:

@@ -16,6 +16,9 @@ are refused too. Archive layout (every member listed with its SHA-256 in manifes
     gallery/rows.npy          (rows,) int64: the photo id of each row (flip mirrors add rows)
     gallery/photos.csv        id, image, individual_id, sighting, side, source, sha256, thumbnail
     gallery/thumbs/<id>.jpg   a small JPEG per photo (at most THUMB px on its longer side)
+    fusion.json               with local matching only: its settings, calibrations, weights
+                              and operating points (see gallery.fusion)
+    gallery/keypoints/<id>.npz  with local matching only: each photo's keypoints
 
 The package directory. `open_package(archive, workdir)` checks every member before writing
 anything, then unpacks into `workdir` (default: the archive's path without `.zip`, beside
@@ -79,7 +82,8 @@ MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 MEMBER_NAMES = re.compile(
     r"(manifest\.json|package\.json|config\.yaml|model\.safetensors|calibration\.json"
-    r"|gallery/(embeddings|rows)\.npy|gallery/photos\.csv|gallery/thumbs/[0-9]+\.jpg)"
+    r"|gallery/(embeddings|rows)\.npy|gallery/photos\.csv|gallery/thumbs/[0-9]+\.jpg"
+    r"|fusion\.json|gallery/keypoints/[0-9]+\.npz)"
 )
 PHOTO_COLUMNS = [
     "id",
@@ -322,8 +326,102 @@ def _probabilities(calibration, scores: np.ndarray, valid: np.ndarray) -> np.nda
     return np.where(valid, calibration.probability(np.where(valid, scores, 0.0)), -np.inf)
 
 
+def _local_members(
+    config: Config,
+    table: pd.DataFrame,
+    vectors: np.ndarray,
+    source: np.ndarray,
+    groups: np.ndarray,  # per photo
+    roles: np.ndarray | None,  # per gallery row, as `_calibrate` takes them
+    truths: np.ndarray | None,
+    progress: bool,
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """fusion.json and each gallery photo's keypoints (`gallery.fusion`): keypoints found
+    on the run's own crops, the fusion fitted on calibration rows as `_calibrate`'s."""
+    from wildid.crop.boxes import make_crops
+    from wildid.data.competition import load_competition
+    from wildid.gallery.fusion import (
+        FUSION,
+        KEYPOINTS,
+        calibration_rows,
+        fit_fusion,
+        pack_features,
+        quantised,
+    )
+    from wildid.matching.local import extract_paths
+    from wildid.pipeline.fusion import local_config
+
+    if config.crop.source == "detector":
+        raise PackageError(
+            "local matching in a package needs the run's crops from boxes or whole photos "
+            "(crop.source boxes or whole), not a detector's; package it with --no-local."
+        )
+    competition = load_competition(config.data, check_images=False)
+    crops = make_crops(
+        competition,
+        config.crop,
+        config.working,
+        progress=progress,
+        max_pixels=config.check.max_pixels,
+    )
+    local = local_config(config)
+    paths = crops.paths("train", config.crop.kinds[0], table["image"])
+    found = extract_paths(
+        paths, None, local, f"{config.working}/cache/local", config.fusion.workers, progress
+    )
+    features = [quantised(f) for f in found]
+    labels = table["individual_id"].to_numpy(dtype=str)
+    photo_roles = photo_truths = None
+    if roles is not None and truths is not None:
+        photo_roles, photo_truths = np.empty(len(table), object), np.empty(len(table), object)
+        photo_roles[source], photo_truths[source] = roles, truths
+    queries, allowed, row_truths, fitted_on = calibration_rows(
+        labels, groups, photo_roles, photo_truths, sample=300
+    )
+    sides = table["side"].to_numpy(dtype=object)
+    known = np.array([s is not None and s == s for s in sides])
+    other_flank = (
+        known[None, :] & known[queries][:, None] & (sides[None, :] != sides[queries][:, None])
+    )
+    # each photo's best row (mirrored rows when the gallery holds them) per query photo
+    first = np.unique(source, return_index=True)[1]
+    sims = np.asarray(vectors[first[queries]], np.float32) @ np.asarray(vectors, np.float32).T
+    cosine = np.full((len(queries), len(table)), -np.inf, dtype=np.float32)
+    np.maximum.at(cosine.T, source, sims.T)
+    fusion = fit_fusion(
+        cosine,
+        table["image"].tolist(),
+        labels,
+        features,
+        queries,
+        allowed & ~other_flank,
+        row_truths,
+        fitted_on,
+        local,
+        config.fusion.shortlist,
+        config.fusion.workers,
+        progress,
+    )
+    members = {FUSION: json.dumps(fusion.to_json(), indent=2).encode()}
+    for i, f in enumerate(features):
+        members[f"{KEYPOINTS}/{i}.npz"] = pack_features(f)
+    summary = {
+        "source": fusion.source,
+        "rows": fusion.rows,
+        "weights": list(fusion.weights),
+        "shortlist": fusion.shortlist,
+        "score": local.score,
+    }
+    return members, summary
+
+
 def build_package(
-    run: str | Path, out: Path, config: Config | None = None, side_regex: str | None = SIDE_REGEX
+    run: str | Path,
+    out: Path,
+    config: Config | None = None,
+    side_regex: str | None = SIDE_REGEX,
+    local: bool | None = None,
+    progress: bool = False,
 ) -> Path:
     """Write the archive of run folder `run` (working/<run>) to `out`; returns `out`.
 
@@ -332,7 +430,10 @@ def build_package(
     train_images/ and catalogue.csv (when imported with `wildid import`). Gallery rows are
     stored as `config.embed.dtype`. `side_regex` reads each catalogue photo's flank from
     its source file name (photos.csv `side`); when it finds one, package.json keeps it
-    (`side_regex`) so that identify reads a new photo's flank the same way.
+    (`side_regex`) so that identify reads a new photo's flank the same way. With `local`
+    (default: the config's `fusion.local`), the package also carries the gallery's
+    keypoints and the calibrated global + local fusion identify then ranks by
+    (`gallery.fusion`; minutes: every gallery crop's keypoints, calibration rows matched).
     """
     import torch
     from safetensors.torch import save as save_safetensors
@@ -416,6 +517,11 @@ def build_package(
         "individuals": int(table["individual_id"].nunique()),
         "versions": versions(),
     }
+    if config.fusion.local if local is None else local:
+        local_members, meta["local"] = _local_members(
+            config, table, vectors, source, groups, roles, truths, progress
+        )
+        members.update(local_members)
     members["package.json"] = json.dumps(meta, indent=2).encode()
     members["config.yaml"] = yaml.safe_dump(
         config.model_dump(mode="json"), sort_keys=False
@@ -620,6 +726,15 @@ def _check_npy(path: Path, label: str) -> None:
         raise UnsafePackageError(f"{label}: {path.name} holds objects; refused.")
 
 
+def _check_npz(path: Path, label: str) -> None:
+    from wildid.gallery.fusion import read_features
+
+    try:
+        read_features(path)
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
+        raise UnsafePackageError(f"{label}: {path.name} is not a keypoints file: {err}") from err
+
+
 # --------------------------------------------------------------------------- read
 
 
@@ -651,6 +766,7 @@ def inspect_package(path: str | Path) -> dict[str, Any]:
         "image_size": meta.get("image_size"),
         "embedding_dim": meta.get("embedding_dim"),
         "gallery": {k: meta.get(k) for k in ("photos", "rows", "individuals")},
+        "local": meta.get("local"),
         "versions": meta.get("versions"),
         "members": len(members),
         "bytes": sum(int(m["size"]) for m in members.values()),
@@ -740,6 +856,9 @@ def open_package(
             for name in ("gallery/embeddings.npy", "gallery/rows.npy"):
                 if (target / name).is_file():
                     _check_npy(target / name, str(path))
+            for name in manifest["members"]:
+                if name.endswith(".npz"):
+                    _check_npz(target / name, str(path))
             with atomic_path(target / MANIFEST) as tmp:
                 tmp.write_bytes(manifest_bytes)
         except BaseException:

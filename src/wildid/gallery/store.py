@@ -6,6 +6,7 @@ Files (in the package directory, beside the archive's members)::
     enrolled/embeddings/<sha256>.npy the embedding row(s) of each enrolled photo
     enrolled/photos/<sha256><ext>    a copy of the enrolled photo's bytes
     enrolled/thumbs/<sha256>.jpg     its thumbnail
+    enrolled/keypoints/<sha256>.npz  its crop's keypoints (packages with keypoints only)
 
 `photos` holds one record per gallery photo: those of the package (added_by "package",
 embeddings in gallery/embeddings.npy) and enrolled ones. `history` holds one entry per
@@ -28,11 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
 from wildid.data.competition import NEW_INDIVIDUAL
 from wildid.errors import WildidError
+from wildid.gallery.fusion import ENROLLED_KEYPOINTS, crop_features, load_fusion, pack_features
 from wildid.gallery.package import Package, resolve_package, thumbnail
 from wildid.io import atomic_path, write_csv, write_npy
 
@@ -367,6 +370,7 @@ class Catalogue:
             seen[sha] = path
         self._check(name, new_name is not None, paths, shas)
         embedded = self.embedder.embed(paths)
+        fusion = load_fusion(self.root)
         files = []
         for path, sha, vector in zip(paths, shas, embedded.vectors, strict=True):
             ext = (
@@ -381,6 +385,11 @@ class Catalogue:
                 tmp.write_bytes(thumbnail(path))
             write_npy(self.root / embedding, np.asarray(vector, np.float32)[None])
             files.append((original, thumb, embedding))
+        if fusion is not None:  # the package ranks with keypoints: the photo's crop's too
+            for sha, crop in zip(shas, embedded.crops, strict=True):
+                found = crop_features(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), fusion.local)
+                with atomic_path(self.root / ENROLLED_KEYPOINTS / f"{sha}.npz") as tmp:
+                    tmp.write_bytes(pack_features(found))
         at = _now()
         with self._connect(write=True) as db:
             self._check(name, new_name is not None, paths, shas, db)

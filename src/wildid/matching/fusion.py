@@ -228,6 +228,13 @@ class FusedScores:
         return self.shortlist.dense(np.nan_to_num(values, nan=-np.inf), n_gallery)
 
 
+def fuse_probabilities(probabilities: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """The weighted mean of the matchers' P(same) arrays (a matcher's NaN counts as 0)."""
+    stack = np.stack([np.nan_to_num(np.asarray(p, np.float64), nan=0.0) for p in probabilities])
+    w = np.asarray(weights, dtype=np.float64).reshape(-1, *([1] * (stack.ndim - 1)))
+    return ((stack * w).sum(axis=0) / w.sum()).astype(np.float32)
+
+
 class CalibratedFusion:
     """WildFusion: the mean of the matchers' calibrated scores.
 
@@ -286,9 +293,7 @@ class CalibratedFusion:
         if missing:
             raise CalibrationError(f"matchers {missing} are not calibrated; call fit first.")
         probabilities = {n: self.calibrations[n](raw) for n, raw in scored.raw.items()}
-        stack = np.stack([np.nan_to_num(probabilities[n], nan=0.0) for n in self.names])
-        w = np.asarray(self.weights, dtype=np.float64)[:, None, None]
-        fused = (stack * w).sum(axis=0) / w.sum()
+        fused = fuse_probabilities([probabilities[n] for n in self.names], self.weights)
         fused = np.where(scored.shortlist.valid, fused, np.nan)
         return FusedScores(scored.shortlist, scored.raw, probabilities, fused.astype(np.float32))
 
