@@ -40,3 +40,7 @@ def test_identify_reproduces_the_quality_benchmarks_closed_top1(
     assert exact["top1_agreement"] == 1.0 and exact["max_abs_score_diff"] < 1e-5
     assert exact["identify_top1"] == figures["benchmark_top1"]
     assert figures["float16"]["max_abs_score_diff"] < 5e-3
+    local = figures["local"]  # the same queries against a package with keypoints
+    assert local["fusion"]["source"] == "leave-one-out" and local["fusion"]["rows"] > 0
+    assert 0 <= local["known_and_right"] <= local["identify_top1"] <= local["identify_top5"] <= 1
+    assert local["package_bytes"] > package.stat().st_size

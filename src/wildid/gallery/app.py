@@ -178,6 +178,7 @@ class _App:
                 info = (
                     f"**{c.rank}. {c.individual_id}**  \nscore {_fmt(c.score)} · "
                     f"probability {_fmt(c.probability)}"
+                    + ("" if c.local is None else f" · keypoints {_fmt(c.local)}")
                 )
                 out += [
                     gr.Image(value=str(c.photo), visible=True, label=f"{c.individual_id}"),
