@@ -59,17 +59,21 @@ ENROLLED_KEYPOINTS = "enrolled/keypoints"  # <sha256>.npz in the package directo
 MATCHERS = ("global", "local")
 
 
+def _desc_bytes(desc: np.ndarray) -> np.ndarray:
+    """RootSIFT descriptors (components in [0, 1]) as uint8 255ths."""
+    return np.clip(np.rint(np.asarray(desc, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
 def quantised(features: Features) -> Features:
     """Keypoints as a package stores them: descriptors rounded to 1/255."""
-    desc = np.clip(np.rint(np.asarray(features.desc, np.float32) * 255.0), 0, 255) / 255.0
-    return Features(np.asarray(features.xy, np.float32), desc.astype(np.float32))
+    desc = _desc_bytes(features.desc).astype(np.float32) / 255.0
+    return Features(np.asarray(features.xy, np.float32), desc)
 
 
 def pack_features(features: Features) -> bytes:
     """An npz of a crop's keypoints: xy float32 (N, 2), desc uint8 (N, 128)."""
     buffer = io.BytesIO()
-    desc = np.clip(np.rint(np.asarray(features.desc, np.float32) * 255.0), 0, 255)
-    np.savez(buffer, xy=np.asarray(features.xy, np.float32), desc=desc.astype(np.uint8))
+    np.savez(buffer, xy=np.asarray(features.xy, np.float32), desc=_desc_bytes(features.desc))
     return buffer.getvalue()
 
 

@@ -369,7 +369,8 @@ def match_sheet(result: QueryResult, path: str | Path) -> Path:
                 rgb,
                 [
                     f"#{c.rank} {c.individual_id}"[:28],
-                    f"score {c.score:.3f}",
+                    f"score {c.score:.3f}"
+                    + ("" if c.local is None else f"  keypoints {c.local:.1f}"),
                     f"p(same) {c.probability:.2f}",
                 ],
             )
