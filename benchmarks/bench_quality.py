@@ -9,9 +9,10 @@ scores side by side on the same splits, each method one `CalibratedFusion` of it
 matchers over its own shortlist (`wildid.matching.fusion`):
 
 * imagenet_<backbone>: shipped ImageNet features (GeM pooled), no training;
-* local: RootSIFT keypoints on the animal (GrabCut foreground of the box), ratio test and
-  RANSAC, raw inlier counts (`--local-normalise query`: over the query's shortlist
-  median; `--local-score lnbnn`: HotSpotter's one-vs-many weights instead), over the top
+* local: RootSIFT keypoints on the animal (GrabCut foreground of the box), HotSpotter's
+  one-vs-many LNBNN weights of the RANSAC-kept matches over the whole shortlist
+  (`--local-score inliers`: each pair's ratio-test RANSAC inliers instead;
+  `--local-normalise query`: scores over the query's shortlist median), over the top
   `--shortlist`
   gallery photos of the untrained MobileNetV2 (training-free end to end);
 * trained: the package's pipeline (configs/nyala.yaml) trained on the gallery only; in

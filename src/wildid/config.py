@@ -285,9 +285,11 @@ class FusionConfig(Section):
     # local scores: raw inlier counts ("none"), or over the query's shortlist median
     # ("query"); raw counts decided the open set better on nyala (benchmarks/README.md)
     normalise: Literal["query", "none"] = "none"
-    # a pair's RANSAC inliers ("inliers"), or HotSpotter's one-vs-many weights over the
-    # query's whole shortlist ("lnbnn", `wildid.matching.local.LocalConfig.score`)
-    score: Literal["inliers", "lnbnn"] = "inliers"
+    # HotSpotter's one-vs-many weights over the query's whole shortlist ("lnbnn",
+    # `wildid.matching.local.LocalConfig.score`), or a pair's RANSAC inliers ("inliers");
+    # on nyala LNBNN fused better per photo (closed top-1 0.375 against 0.359, open gmean
+    # 0.401 against 0.382, benchmarks/README.md) at twice the matching time
+    score: Literal["inliers", "lnbnn"] = "lnbnn"
     neighbours: int = Field(4, ge=1)  # votes per query keypoint with score "lnbnn"
     # the matchers' weights in the mean: auto, chosen on validation (cross-fitted), turns
     # down a matcher that only adds noise; equal: WildFusion's plain mean

@@ -7,8 +7,9 @@ Stages, each a callable on the previous one's output:
    embedding's cosine), `Shortlist.top`; local matching is too slow for every pair.
 2. score: every matcher scores the shortlisted pairs on its own scale
    (`CalibratedFusion.score`): the cosine (`wildid.matching.base.CosineMatcher`) and
-   RANSAC inliers of keypoints on the animal (`LocalMatcher`, normalised against what the
-   query gets from the rest of its shortlist).
+   keypoints on the animal (`LocalMatcher`): HotSpotter's one-vs-many LNBNN weights of
+   the RANSAC-kept matches over the query's whole shortlist, or each pair's inlier count
+   (`wildid.matching.local.LocalConfig.score`).
 3. calibrate: each matcher's isotonic calibration (`wildid.matching.calibration`), fitted
    on held-out gallery pairs (`CalibratedFusion.fit`: leave-one-sighting-out gallery
    pseudo-queries against the rest of the gallery, never a query), maps its scores to
@@ -16,9 +17,9 @@ Stages, each a callable on the previous one's output:
 4. rank and decide: the fused probabilities rank the gallery (`rank_shortlist`) and
    decide `new_individual` (`wildid.infer.openset.choose_operating_points`).
 
-Pairs off the shortlist are not candidates. The SIFT inlier counts are kept by (query
-image, gallery image) in a `PairCache`, so overlapping shortlists and re-runs match each
-pair once.
+Pairs off the shortlist are not candidates. The local scores are kept by (query image,
+gallery image, and for LNBNN the candidate list) in a `PairCache`, so overlapping
+shortlists and re-runs match each pair once.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class PairCache:
     def scores(
         self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
     ) -> np.ndarray:
-        """(rows, n) inlier counts of the shortlisted pairs, NaN at padding (pairs not yet
+        """(rows, n) local scores of the shortlisted pairs, NaN at padding (pairs not yet
         cached are matched now)."""
         dense = self.matrix(pd.Series(list(rows)), pd.Series(list(gallery)), shortlist.lists())
         return shortlist.gather(dense)
@@ -167,7 +168,9 @@ class LocalMatcher(Matcher):
     The ranking within a query is unchanged; calibration and fusion across queries are
     what it changes. `"none"` (the default): raw counts, which on nyala decided the open
     set better (per-photo gmean 0.355 against 0.294, benchmarks/README.md): a raw count
-    of 30 inliers says "same animal" whatever the query's chance level.
+    of 30 inliers says "same animal" whatever the query's chance level. The LNBNN scores
+    (`LocalConfig.score="lnbnn"`, the pipeline's default) are against the database by
+    construction: each vote is weighed by how much nearer it is than the next candidate.
     """
 
     def __init__(self, pairs: PairCache, normalise: str = "none", name: str = "local") -> None:

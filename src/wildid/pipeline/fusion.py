@@ -11,7 +11,7 @@ open-set threshold is the `retrieval.operating_point` one (MAP@5- or gmean-optim
 the fused validation ranking. Outputs: the `fused` method's metrics.json, threshold plot
 and submission, where the run layout puts them (`RunLayout.method("fused")`).
 
-Keypoints are cached per crop under <working>/cache/local and pair inlier counts in
+Keypoints are cached per crop under <working>/cache/local and local pair scores in
 <run>/fusion/, so a re-run (another threshold rule, say) matches nothing again.
 """
 
