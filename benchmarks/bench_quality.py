@@ -105,7 +105,14 @@ from wildid.infer.openset import OperatingPoints, choose_operating_points
 from wildid.infer.retrieval import Ranking
 from wildid.io import atomic_path, write_csv, write_text
 from wildid.layout import RunLayout
-from wildid.matching.base import CentredMatcher, CosineMatcher, Matcher, Shortlist
+from wildid.matching.base import (
+    POOLS,
+    CentredMatcher,
+    CosineMatcher,
+    Matcher,
+    PooledMatcher,
+    Shortlist,
+)
 from wildid.matching.fusion import (
     CalibratedFusion,
     FusedScores,
@@ -223,6 +230,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("query", "none"),
         default=FusionConfig().normalise,
         help="local scores over the query's shortlist median (against the database), or raw",
+    )
+    p.add_argument(
+        "--local-pool",
+        choices=POOLS,
+        default="max",
+        help="an individual's local score: its best shortlisted photo's (max), or the sum "
+        "over its shortlisted photos (HotSpotter's name scoring)",
     )
     p.add_argument(
         "--fusion-weights",
@@ -963,6 +977,7 @@ def main(argv: list[str] | None = None) -> dict:
             progress,
             out / "cache" / f"pairs_{args.crop}_{fingerprint(asdict(local))}.csv",
         )
+    individual_of = dict(zip(photos["image"], photos["individual_id"], strict=True))
     results: dict[str, dict] = {}
     for_closed: dict[str, CalibratedFusion] | None = None
     # Open first: the closed protocol takes its calibrations from the open run's held-out
@@ -982,7 +997,9 @@ def main(argv: list[str] | None = None) -> dict:
         if "trained" in matchers:
             matchers["trained-centred"] = CentredMatcher(matchers["trained"])
         if pairs is not None:
-            matchers["local"] = LocalMatcher(pairs, args.local_normalise)
+            matchers["local"] = PooledMatcher(
+                LocalMatcher(pairs, args.local_normalise), individual_of, args.local_pool
+            )
         closed_queries = (
             set(protocols["closed"].queries["image"])
             if name == "open" and "closed" in protocols

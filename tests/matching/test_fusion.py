@@ -14,6 +14,7 @@ from wildid.matching.base import (
     CentredMatcher,
     CosineMatcher,
     Matcher,
+    PooledMatcher,
     PrecomputedMatcher,
     Shortlist,
 )
@@ -79,6 +80,23 @@ def test_centring_lifts_a_standout_above_a_high_flat_crowd() -> None:
     centred = CentredMatcher(raw)(["q0", "q1"], names, listed)
     assert scores[1].max() > scores[0].max() and centred[0].max() > centred[1].max()
     assert (np.argsort(-centred, axis=1) == np.argsort(-scores, axis=1)).all()
+
+
+def test_pooling_adds_up_an_individuals_photos_on_the_shortlist() -> None:
+    """Individual A's two photos each score 3; B's one photo 5: by its best photo B wins,
+    pooled A does (6). Padding stays NaN, and a photo off the shortlist adds nothing."""
+    scores = np.array([[3.0, 3.0, 5.0, 9.0], [1.0, 2.0, 4.0, 0.0]], dtype=np.float32)
+    names = ["a1", "a2", "b1", "b2"]
+    of = {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}
+    listed = Shortlist(np.array([[0, 1, 2, -1], [2, 3, 1, -1]]))
+    raw = PrecomputedMatcher(scores, ["q0", "q1"], names)
+    pooled = PooledMatcher(raw, of)(["q0", "q1"], names, listed)
+    assert pooled[0, :3].tolist() == [6.0, 6.0, 5.0] and np.isnan(pooled[0, 3])
+    assert pooled[1, :3].tolist() == [4.0, 4.0, 2.0]  # q1: b1 + b2; a2 alone
+    same = PooledMatcher(raw, of, "max")(["q0", "q1"], names, listed)
+    assert np.array_equal(same, raw(["q0", "q1"], names, listed), equal_nan=True)
+    with pytest.raises(ValueError, match="pool"):
+        PooledMatcher(raw, of, "mean")
 
 
 def test_local_scores_are_normalised_by_the_querys_chance_level() -> None:

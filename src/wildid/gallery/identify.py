@@ -191,9 +191,7 @@ class Identifier:
                 }
             path = self._keypoint_files.get(photo)
             self._keypoints[photo] = (
-                read_features(path)
-                if path is not None and path.is_file()
-                else Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+                read_features(path) if path is not None and path.is_file() else Features.empty()
             )
         return self._keypoints[photo]
 

@@ -155,3 +155,47 @@ class CentredMatcher(Matcher):
             warnings.simplefilter("ignore", RuntimeWarning)  # a row with nothing scored
             level = np.nan_to_num(np.nanmedian(finite, axis=1), nan=0.0)
         return (scores - level[:, None]).astype(np.float32)
+
+
+POOLS = ("max", "sum")
+
+
+class PooledMatcher(Matcher):
+    """Another matcher's scores pooled per individual: each shortlisted pair gets the sum
+    of the inner scores of every shortlisted photo of its individual (`how="sum"`), or
+    keeps its own (`"max"`: the individual is then scored by its best photo, as a ranking
+    does anyway).
+
+    HotSpotter's name scoring: evidence spread over several photos of one animal (one
+    shows the left shoulder's stripes, another the flank's) adds up, where the best photo
+    alone sees only part of it. `individual_of` names each gallery image's individual.
+    """
+
+    def __init__(
+        self,
+        inner: Matcher,
+        individual_of: Mapping[str, str],
+        how: str = "sum",
+        name: str | None = None,
+    ) -> None:
+        if how not in POOLS:
+            raise ValueError(f"pool {how!r}: expected one of {', '.join(POOLS)}.")
+        self.inner, self.individual_of, self.how = inner, individual_of, how
+        self.name = name or inner.name
+
+    def __call__(
+        self, rows: Sequence[str], gallery: Sequence[str], shortlist: Shortlist
+    ) -> np.ndarray:
+        scores = self.inner(rows, gallery, shortlist)
+        if self.how == "max" or scores.size == 0:
+            return scores
+        _, codes = np.unique([self.individual_of[g] for g in gallery], return_inverse=True)
+        n_codes = int(codes.max()) + 1 if len(codes) else 1
+        named = np.where(shortlist.valid, codes[np.clip(shortlist.columns, 0, None)], 0)
+        keys = np.arange(len(scores))[:, None] * n_codes + named
+        counted = shortlist.valid & np.isfinite(scores)
+        totals = np.bincount(
+            keys[counted], weights=scores[counted], minlength=len(scores) * n_codes
+        )
+        pooled = totals[keys].astype(np.float32)
+        return np.where(counted, pooled, scores).astype(np.float32)

@@ -133,6 +133,11 @@ class Features:
     def __len__(self) -> int:
         return len(self.xy)
 
+    @classmethod
+    def empty(cls) -> Features:
+        """No keypoints: a photo SIFT finds nothing in, or one that cannot be read."""
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+
 
 def _region(image: np.ndarray, box: Box | None) -> tuple[int, int, int, int]:
     h, w = image.shape[:2]
@@ -249,7 +254,7 @@ def extract(
     else:
         keypoints, desc = sift.detectAndCompute(grey, mask)
     if desc is None or not keypoints:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+        return Features.empty()
     desc = desc.astype(np.float32)
     if config.root_sift:
         desc /= np.maximum(desc.sum(axis=1, keepdims=True), 1e-7)
