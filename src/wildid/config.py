@@ -291,6 +291,9 @@ class FusionConfig(Section):
     # 0.401 against 0.382, benchmarks/README.md) at twice the matching time
     score: Literal["inliers", "lnbnn"] = "lnbnn"
     neighbours: int = Field(4, ge=1)  # votes per query keypoint with score "lnbnn"
+    # an individual's local score: its best shortlisted photo's ("max"), or the sum over
+    # its shortlisted photos ("sum", HotSpotter's name scoring: `matching.base.PooledMatcher`)
+    pool: Literal["max", "sum"] = "max"
     # the matchers' weights in the mean: auto, chosen on validation (cross-fitted), turns
     # down a matcher that only adds noise; equal: WildFusion's plain mean
     weights: Literal["auto", "equal"] = "auto"

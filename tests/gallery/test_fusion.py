@@ -97,6 +97,28 @@ def test_identify_ranks_by_the_fused_probability_with_keypoint_scores(local_pack
     assert "local" not in results_table([alone]).columns
 
 
+def test_a_package_can_pool_an_individuals_keypoint_evidence(
+    local_package, built, tmp_path: Path
+) -> None:
+    """fusion.pool "sum": calibrated and identified on the sum of an individual's
+    shortlisted photos' keypoint scores, so its score is at least its best photo's."""
+    config = built.config.model_copy(deep=True)
+    config.fusion.pool = "sum"
+    archive = build_package(built.run, tmp_path / "pooled.zip", config=config, local=True)
+    pooled = Identifier(open_package(archive))
+    assert pooled.fusion is not None and pooled.fusion.pool == "sum"
+    assert Identifier(local_package).fusion.pool == "max"
+    photo, individual = built.train_photo(0)
+    [summed] = pooled.identify([photo], k=3)
+    [best] = Identifier(local_package).identify([photo], k=3)
+    assert summed.candidates[0].individual_id == individual == best.candidates[0].individual_id
+    assert summed.candidates[0].local >= best.candidates[0].local > 0
+    top = summed.candidates[0]
+    assert top.probability == pytest.approx(
+        float(pooled.fusion.fused(np.array([top.score]), np.array([top.local]))[0]), abs=1e-5
+    )
+
+
 def test_enrolled_photos_bring_their_keypoints(local_package, built) -> None:
     photo = built.test_photos()[0]
     record = Catalogue(local_package).enroll([photo], new_name="Nova")[0]

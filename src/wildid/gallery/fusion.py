@@ -40,7 +40,7 @@ import numpy as np
 
 from wildid.data.competition import NEW_INDIVIDUAL
 from wildid.infer.openset import choose_operating_points
-from wildid.matching.base import PAD, PrecomputedMatcher, Shortlist
+from wildid.matching.base import PAD, PooledMatcher, PrecomputedMatcher, Shortlist
 from wildid.matching.calibration import IsotonicCalibration
 from wildid.matching.fusion import (
     CalibratedFusion,
@@ -104,6 +104,7 @@ class LocalFusion:
     operating_points: dict[str, float] | None  # map5, gmean: on the fused probability
     source: str  # validation or leave-one-out
     rows: int  # calibration rows
+    pool: str = "max"  # an individual's local score: its best photo's, or their sum
 
     def fused(self, cosine: np.ndarray, local: np.ndarray) -> np.ndarray:
         """P(same individual) from a pair's cosine and local score (NaN where unscored)."""
@@ -121,6 +122,7 @@ class LocalFusion:
             "operating_points": self.operating_points,
             "source": self.source,
             "rows": self.rows,
+            "pool": self.pool,
         }
 
     @classmethod
@@ -136,6 +138,7 @@ class LocalFusion:
             data.get("operating_points"),
             str(data.get("source", "")),
             int(data.get("rows", 0)),
+            str(data.get("pool", "max")),
         )
 
 
@@ -190,17 +193,26 @@ def fit_fusion(
     shortlist: int,
     workers: int = 1,
     progress: bool = True,
+    pool: str = "max",
 ) -> LocalFusion:
     """Calibrate the cosine and the local score on the rows `queries` (photo indices,
     each allowed to see the photos `allowed` marks), choose their weights and the
     operating points on the fused probability. `cosine` is (rows, photos): each row's
-    photo against every gallery photo."""
+    photo against every gallery photo. `pool`: an individual's local score is its best
+    photo's ("max") or the sum over its shortlisted photos ("sum", `PooledMatcher`)."""
     names = [str(n) for n in names]
     listed = Shortlist.top(np.where(allowed, cosine, -np.inf), shortlist)
     row_names = [names[q] for q in queries]
     pairs = PairCache(dict(zip(names, features, strict=True)), local, workers, progress)
     fusion = CalibratedFusion(
-        [PrecomputedMatcher(cosine, row_names, names, "global"), LocalMatcher(pairs, "none")]
+        [
+            PrecomputedMatcher(cosine, row_names, names, "global"),
+            PooledMatcher(
+                LocalMatcher(pairs, "none"),
+                dict(zip(names, (str(v) for v in labels), strict=True)),
+                pool,
+            ),
+        ]
     )
     scored = fusion.score(row_names, names, listed)
     same = same_pairs(listed, labels, truths)
@@ -216,4 +228,5 @@ def fit_fusion(
         {"map5": points.map5, "gmean": points.gmean},
         source,
         int((listed.columns != PAD).any(axis=1).sum()),
+        pool,
     )

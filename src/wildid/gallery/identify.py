@@ -216,6 +216,9 @@ class Identifier:
             query = crop_features(cv2.cvtColor(crops[q], cv2.COLOR_RGB2BGR), fusion.local)
             gallery = [self.keypoints(int(index.photos[r])) for r in rows]
             local = match_row(query, gallery, np.arange(len(rows)), fusion.local)
+            if fusion.pool == "sum":  # an individual's evidence over its photos (as fitted)
+                _, owner = np.unique(index.codes[rows], return_inverse=True)
+                local = np.bincount(owner, weights=local)[owner]
             fused = fusion.fused(sims[q, rows], local.astype(np.float32))
             for r, score, p in sorted(
                 zip(rows, local, fused, strict=True), key=lambda t: t[2], reverse=True

@@ -401,6 +401,7 @@ def _local_members(
         config.fusion.shortlist,
         config.fusion.workers,
         progress,
+        config.fusion.pool,
     )
     members = {FUSION: json.dumps(fusion.to_json(), indent=2).encode()}
     for i, f in enumerate(features):
@@ -411,6 +412,7 @@ def _local_members(
         "weights": list(fusion.weights),
         "shortlist": fusion.shortlist,
         "score": local.score,
+        "pool": fusion.pool,
     }
     return members, summary
 

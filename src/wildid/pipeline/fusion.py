@@ -31,7 +31,7 @@ from wildid.infer.embed import Embeddings
 from wildid.infer.openset import Threshold, choose_operating_points
 from wildid.infer.retrieval import Ranking, search, search_options
 from wildid.layout import RunLayout
-from wildid.matching.base import PAD, CosineMatcher, Shortlist
+from wildid.matching.base import PAD, CosineMatcher, PooledMatcher, Shortlist
 from wildid.matching.fusion import (
     CalibratedFusion,
     LocalMatcher,
@@ -112,7 +112,14 @@ def fused_rankings(
         layout.root / "fusion" / f"pairs_{kind}_{fingerprint(asdict(local))}.csv",
     )
     fusion = CalibratedFusion(
-        [CosineMatcher(vectors, "global"), LocalMatcher(pairs, config.fusion.normalise)]
+        [
+            CosineMatcher(vectors, "global"),
+            PooledMatcher(
+                LocalMatcher(pairs, config.fusion.normalise),
+                dict(zip(train_names, (str(v) for v in labels), strict=True)),
+                config.fusion.pool,
+            ),
+        ]
     )
     fit_names = [train_names[i] for i in fit]
     val_list = _shortlist(train_vectors[fit], train_vectors[val], config)
