@@ -114,6 +114,7 @@ from wildid.matching.base import (
     Shortlist,
 )
 from wildid.matching.fusion import (
+    WEIGHT_GRID,
     CalibratedFusion,
     FusedScores,
     LocalMatcher,
@@ -244,6 +245,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="matchers' weights in the fused mean: chosen on the calibration rows (auto), "
         "or equal (WildFusion's plain mean)",
+    )
+    p.add_argument(
+        "--weight-grid",
+        default=",".join(f"{w:g}" for w in WEIGHT_GRID),
+        help="with --fusion-weights auto: the weights tried for each matcher after the "
+        "first (which weighs 1), comma-separated",
     )
     p.add_argument(
         "--flank-variants",
@@ -670,7 +677,8 @@ def calibrations_of(
     )
     fitted = fusion.fit(scored, same, source)
     if args.fusion_weights == "auto":
-        fitted = fitted.with_weights(choose_weights(fusion, scored, same, ids, truths))
+        grid = [float(w) for w in args.weight_grid.split(",")]
+        fitted = fitted.with_weights(choose_weights(fusion, scored, same, ids, truths, grid))
     return fitted
 
 

@@ -159,3 +159,17 @@ def test_a_benchmark_variant_runs_bench_quality_in_the_shared_folder_and_resumes
     variants.write_text("- {name: box, bench: [--local-mask, grabcut]}\n")  # edited: runs
     sweep_quality.main(args)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("sweep", sorted((ROOT / "benchmarks" / "sweeps").glob("*.yaml")))
+def test_every_shipped_variant_parses(sweep: Path) -> None:
+    """A typo in a shipped sweep row fails here, not an hour into `make bench-sweep`."""
+    import bench_quality
+    import yaml
+
+    for variant in yaml.safe_load(sweep.read_text()):
+        if "bench" in variant:
+            args = bench_quality.parse_args([*variant["bench"], *variant.get("overrides", [])])
+            assert args.out, variant["name"]
+        for override in variant.get("overrides", []):
+            assert "=" in override, f"{sweep.name}: {variant['name']}: {override}"
