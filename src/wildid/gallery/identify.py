@@ -220,12 +220,13 @@ class Identifier:
                 _, owner = np.unique(index.codes[rows], return_inverse=True)
                 local = np.bincount(owner, weights=local)[owner]
             fused = fusion.fused(sims[q, rows], local.astype(np.float32))
-            for r, score, p in sorted(
-                zip(rows, local, fused, strict=True), key=lambda t: t[2], reverse=True
-            ):
-                code = index.codes[r]
-                if rows_of[q, code] < 0:  # best first: an individual's first row is its best
-                    best[q, code], rows_of[q, code], local_of[q, code] = p, r, score
+            order = np.argsort(-fused, kind="stable")  # best first (ties: shortlist order)
+            _, first = np.unique(index.codes[rows[order]], return_index=True)
+            pick = order[first]  # each individual's best row
+            codes = index.codes[rows[pick]]
+            best[q, codes] = fused[pick]
+            rows_of[q, codes] = rows[pick]
+            local_of[q, codes] = local[pick]
         return best, rows_of, local_of
 
     def sides(
