@@ -86,7 +86,7 @@ class LocalConfig:
         photo's score is the summed weight of its votes that RANSAC keeps. The score then
         depends on the candidate list (`PairCache` keys it by that list).
     neighbours: votes per query keypoint with `score="lnbnn"` (the next nearest is the
-        normaliser).
+        normaliser; 8 fused better than 4 or 2 on nyala, benchmarks/README.md).
     """
 
     size: int = 256
@@ -105,7 +105,7 @@ class LocalConfig:
     upright: bool = False
     mutual: bool = False
     score: str = "inliers"
-    neighbours: int = 4
+    neighbours: int = 8
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
