@@ -293,7 +293,8 @@ class FusionConfig(Section):
     # votes per query keypoint with score "lnbnn"; 8 fused better on nyala (closed top-1
     # 0.382 against 0.375, per-sighting BAKS 0.333 against 0.286, benchmarks/README.md) but
     # is not the default yet: with 8, an enrolled copy of a photo lost its first place in
-    # tests/gallery/test_fusion.py (not yet understood)
+    # tests/gallery/test_fusion.py (a fused-probability tie identify breaks by individual
+    # code, not by cosine)
     neighbours: int = Field(4, ge=1)
     # an individual's local score: its best shortlisted photo's ("max"), or the sum over
     # its shortlisted photos ("sum", HotSpotter's name scoring: `matching.base.PooledMatcher`;
