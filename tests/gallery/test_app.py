@@ -101,6 +101,16 @@ def _loaded(driver, css: str) -> bool:
     )
 
 
+def _uploaded(driver, name: str) -> bool:
+    """Whether the upload box lists `name` as uploaded. While uploading it shows "Uploading 1
+    file... NAME"; once done, the name's stem and suffix on lines of their own ("STEM\n.jpg"),
+    so the test joins the lines, and waits for the upload to end before pressing Identify."""
+    from selenium.webdriver.common.by import By
+
+    text = driver.find_element(By.ID, "upload").text
+    return "Uploading" not in text and name in "".join(text.split())
+
+
 def test_browser_upload_review_confirm_then_rank_one(server: Server, browser, built) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -113,7 +123,7 @@ def test_browser_upload_review_confirm_then_rank_one(server: Server, browser, bu
     browser.get(server.url)
     upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#upload input[type=file]"))
     upload.send_keys(str(photo))
-    wait.until(lambda d: photo.name in d.find_element(By.ID, "upload").text)
+    wait.until(lambda d: _uploaded(d, photo.name))
     browser.find_element(By.ID, "identify").click()
 
     wait.until(lambda d: all(_loaded(d, f"#candidate-{i}-photo img") for i in range(1, 6)))
