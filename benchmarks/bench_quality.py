@@ -223,7 +223,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--local-neighbours",
         type=int,
-        default=LocalConfig().neighbours,
+        default=FusionConfig().neighbours,
         help="votes per query keypoint with --local-score lnbnn",
     )
     p.add_argument(
@@ -235,7 +235,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--local-pool",
         choices=POOLS,
-        default="max",
+        default=FusionConfig().pool,
         help="an individual's local score: its best shortlisted photo's (max), or the sum "
         "over its shortlisted photos (HotSpotter's name scoring)",
     )

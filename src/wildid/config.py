@@ -290,12 +290,10 @@ class FusionConfig(Section):
     # on nyala LNBNN fused better per photo (closed top-1 0.375 against 0.359, open gmean
     # 0.401 against 0.382, benchmarks/README.md) at twice the matching time
     score: Literal["inliers", "lnbnn"] = "lnbnn"
-    # votes per query keypoint with score "lnbnn"; 8 fused better on nyala (closed top-1
-    # 0.382 against 0.375, per-sighting BAKS 0.333 against 0.286, benchmarks/README.md) but
-    # is not the default yet: with 8, an enrolled copy of a photo lost its first place in
-    # tests/gallery/test_fusion.py (a fused-probability tie identify breaks by individual
-    # code, not by cosine)
-    neighbours: int = Field(4, ge=1)
+    # votes per query keypoint with score "lnbnn"; 8 fused better on nyala than 4 (closed
+    # top-1 0.382 against 0.375, per-sighting BAKS 0.333 against 0.286, per-photo MAP@5
+    # point above calling all new: benchmarks/README.md)
+    neighbours: int = Field(8, ge=1)
     # an individual's local score: its best shortlisted photo's ("max"), or the sum over
     # its shortlisted photos ("sum", HotSpotter's name scoring: `matching.base.PooledMatcher`;
     # on nyala it lost: closed top-1 0.342 against 0.375, open gmean 0.295 against 0.381)

@@ -11,7 +11,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from wildid.cli import app
-from wildid.gallery.identify import Identifier, match_sheet, results_table
+from wildid.gallery.identify import Identifier, match_sheet, ranked, results_table
 from wildid.gallery.store import Catalogue
 from wildid.matching.sightings import pool_by_sighting
 
@@ -40,6 +40,17 @@ def test_enrolled_new_individual_comes_back_at_rank_one(package, built) -> None:
     Catalogue(package).undo(entry)
     [result] = identifier.identify([photo])
     assert "Nova" not in [c.individual_id for c in result.candidates]
+
+
+def test_equal_fused_probabilities_rank_by_cosine_then_keypoints() -> None:
+    # flat calibrations give individuals 0, 1 and 3 one fused probability; the cosine
+    # decides between 0 and 1, the keypoint score between the equal cosines of 0 and 3
+    fused = np.array([0.5, 0.5, 0.2, 0.5, -np.inf])
+    cosine = np.array([0.4, 0.9, 0.95, 0.4, 0.99])
+    local = np.array([1.0, 0.0, 9.0, 3.0, 9.0])
+    assert ranked(fused, cosine, local, k=4).tolist() == [1, 3, 0, 2]
+    assert ranked(fused, k=5).tolist() == [0, 1, 3, 2, 4]  # no tie keys: by index
+    assert ranked(fused, cosine, k=2).tolist() == [1, 0]
 
 
 def test_sighting_photos_vote_together(package, built) -> None:

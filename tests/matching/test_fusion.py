@@ -17,6 +17,7 @@ from wildid.matching.base import (
     PooledMatcher,
     PrecomputedMatcher,
     Shortlist,
+    pool_per_owner,
 )
 from wildid.matching.calibration import CalibrationError
 from wildid.matching.fusion import (
@@ -90,13 +91,24 @@ def test_pooling_adds_up_an_individuals_photos_on_the_shortlist() -> None:
     of = {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}
     listed = Shortlist(np.array([[0, 1, 2, -1], [2, 3, 1, -1]]))
     raw = PrecomputedMatcher(scores, ["q0", "q1"], names)
-    pooled = PooledMatcher(raw, of)(["q0", "q1"], names, listed)
+    pooled = PooledMatcher(raw, of, "sum")(["q0", "q1"], names, listed)
     assert pooled[0, :3].tolist() == [6.0, 6.0, 5.0] and np.isnan(pooled[0, 3])
     assert pooled[1, :3].tolist() == [4.0, 4.0, 2.0]  # q1: b1 + b2; a2 alone
-    same = PooledMatcher(raw, of, "max")(["q0", "q1"], names, listed)
+    same = PooledMatcher(raw, of)(["q0", "q1"], names, listed)  # "max", the default
     assert np.array_equal(same, raw(["q0", "q1"], names, listed), equal_nan=True)
     with pytest.raises(ValueError, match="pool"):
         PooledMatcher(raw, of, "mean")
+
+
+def test_pool_per_owner_sums_within_each_row_and_skips_unowned_cells() -> None:
+    scores = np.array([[1.0, 2.0, 4.0, np.nan], [1.0, 2.0, 4.0, 8.0]], dtype=np.float32)
+    owners = np.array([[0, 2, 0, 0], [2, 2, -1, 0]])
+    pooled = pool_per_owner(scores, owners, "sum")
+    assert pooled[0, :3].tolist() == [5.0, 2.0, 5.0] and np.isnan(pooled[0, 3])
+    assert pooled[1].tolist() == [3.0, 3.0, 4.0, 8.0]  # the unowned 4 neither adds nor moves
+    assert np.array_equal(pool_per_owner(scores, owners, "max"), scores, equal_nan=True)
+    with pytest.raises(ValueError, match="pool"):
+        pool_per_owner(scores, owners, "mean")
 
 
 def test_local_scores_are_normalised_by_the_querys_chance_level() -> None:

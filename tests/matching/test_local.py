@@ -147,7 +147,8 @@ def test_lnbnn_weighs_what_only_one_candidate_shares_above_what_many_share() -> 
     """Five candidates share a patch with the query (one background, a common coat
     texture); one shares a smaller part of its own pattern, seen again warped. Pair by
     pair the common patch wins ten to one; one-vs-many (HotSpotter's LNBNN) it is worth
-    little, as its keypoints resemble five photos, and the distinctive part wins."""
+    little, as its keypoints resemble five photos, and the distinctive part wins. With 4
+    votes a keypoint (fewer than the five sharers) the next neighbour is another sharer."""
     common, own = _texture(10), _texture(11)
 
     def halves(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -161,14 +162,14 @@ def test_lnbnn_weighs_what_only_one_candidate_shares_above_what_many_share() -> 
     photos += [_texture(40 + i) for i in range(4)]
     scores = {}
     for score in ("inliers", "lnbnn"):
-        config = LocalConfig(size=256, features=400, score=score)
+        config = LocalConfig(size=256, features=400, score=score, neighbours=4)
         q, gallery = extract(query, config=config), [extract(p, config=config) for p in photos]
         scores[score] = match_row(q, gallery, np.arange(len(gallery)), config)
     assert scores["inliers"][0] < scores["inliers"][1:6].min()
     assert scores["lnbnn"][0] > 1.5 * scores["lnbnn"][1:6].max()
     assert scores["lnbnn"].argmax() == 0 and scores["lnbnn"].dtype == np.float32
     # a subset of the candidates changes the normaliser, so the same pair scores otherwise
-    config = LocalConfig(size=256, features=400, score="lnbnn")
+    config = LocalConfig(size=256, features=400, score="lnbnn", neighbours=4)
     q, gallery = extract(query, config=config), [extract(p, config=config) for p in photos]
     assert match_row(q, gallery, np.array([1, 6]), config)[0] > scores["lnbnn"][1]
 

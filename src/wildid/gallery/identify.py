@@ -62,6 +62,7 @@ from wildid.gallery.package import (
 from wildid.gallery.store import Catalogue, Gallery
 from wildid.infer.openset import OPERATING_POINTS
 from wildid.io import atomic_path, write_csv, write_text
+from wildid.matching.base import pool_per_owner
 from wildid.matching.local import Features, match_row
 from wildid.matching.sightings import pool_by_sighting
 
@@ -216,9 +217,8 @@ class Identifier:
             query = crop_features(cv2.cvtColor(crops[q], cv2.COLOR_RGB2BGR), fusion.local)
             gallery = [self.keypoints(int(index.photos[r])) for r in rows]
             local = match_row(query, gallery, np.arange(len(rows)), fusion.local)
-            if fusion.pool == "sum":  # an individual's evidence over its photos (as fitted)
-                _, owner = np.unique(index.codes[rows], return_inverse=True)
-                local = np.bincount(owner, weights=local)[owner]
+            # "sum": an individual's evidence over its photos (as fitted)
+            local = pool_per_owner(local[None], index.codes[rows][None], fusion.pool)[0]
             fused = fusion.fused(sims[q, rows], local.astype(np.float32))
             order = np.argsort(-fused, kind="stable")  # best first (ties: shortlist order)
             _, first = np.unique(index.codes[rows[order]], return_index=True)
@@ -267,16 +267,21 @@ class Identifier:
                 sims[q, other] = -np.inf
         if self.fusion is not None:
             best, rows_of, local_of = self._fused(index, sims, embedded.crops)
+            # fused ties (flat calibrations give equal probabilities) go to the better
+            # cosine, then the better keypoint score
+            cosine = np.take_along_axis(sims, np.maximum(rows_of, 0), axis=1)
+            ties = [np.where(rows_of >= 0, cosine, -np.inf), local_of]
         else:
             best = np.maximum.reduceat(sims, index.starts, axis=1)  # (photos, individuals)
+            ties = []
         if sighting and len(photos) > 1:
             columns = np.arange(len(index.individuals))
             best, _ = pool_by_sighting(best, columns, np.zeros(len(photos), dtype=int))
+            ties = [np.broadcast_to(t.max(axis=0), t.shape) for t in ties]
         results = []
         k = max(1, min(k, len(index.individuals)))
         for q, path in enumerate(photos):
-            top = np.argpartition(-best[q], k - 1)[:k]
-            top = top[np.lexsort((top, -best[q, top]))]
+            top = ranked(best[q], *[t[q] for t in ties], k=k)
             top = top[np.isfinite(best[q, top])]  # individuals it saw no photo of: none
             if self.fusion is not None:  # already P(same), fused
                 probabilities = best[q, top]
@@ -310,6 +315,13 @@ class Identifier:
                 new = candidates[0].probability < 0.5
             results.append(QueryResult(str(path), embedded.crops[q], candidates, bool(new)))
         return results
+
+
+def ranked(scores: np.ndarray, *ties: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the `k` highest `scores`, best first; equal scores go to the higher
+    of each of `ties` in turn (same length as `scores`), then to the lower index."""
+    keys = [np.arange(len(scores)), *[-t for t in reversed(ties)], -scores]
+    return np.lexsort(keys)[:k]
 
 
 def results_table(results: Sequence[QueryResult]) -> pd.DataFrame:

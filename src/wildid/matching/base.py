@@ -160,6 +160,24 @@ class CentredMatcher(Matcher):
 POOLS = ("max", "sum")
 
 
+def pool_per_owner(scores: np.ndarray, owners: np.ndarray, how: str) -> np.ndarray:
+    """`scores` (rows, columns) pooled per owner within each row: with `how="sum"` each
+    finite score becomes the sum of its row's finite scores of the same owner; "max" keeps
+    them (an owner is then scored by its best, as a ranking does anyway). `owners`: the
+    same shape, non-negative integer codes; -1 marks a cell that is neither counted nor
+    changed."""
+    if how not in POOLS:
+        raise ValueError(f"pool {how!r}: expected one of {', '.join(POOLS)}.")
+    scores = np.asarray(scores, dtype=np.float32)
+    if how == "max" or scores.size == 0:
+        return scores
+    counted = (owners >= 0) & np.isfinite(scores)
+    n_owners = int(owners.max()) + 1 if counted.any() else 1
+    keys = np.arange(len(scores))[:, None] * n_owners + np.clip(owners, 0, None)
+    totals = np.bincount(keys[counted], weights=scores[counted], minlength=keys.size)
+    return np.where(counted, totals[keys], scores).astype(np.float32)
+
+
 class PooledMatcher(Matcher):
     """Another matcher's scores pooled per individual: each shortlisted pair gets the sum
     of the inner scores of every shortlisted photo of its individual (`how="sum"`), or
@@ -175,7 +193,7 @@ class PooledMatcher(Matcher):
         self,
         inner: Matcher,
         individual_of: Mapping[str, str],
-        how: str = "sum",
+        how: str = "max",
         name: str | None = None,
     ) -> None:
         if how not in POOLS:
@@ -190,12 +208,5 @@ class PooledMatcher(Matcher):
         if self.how == "max" or scores.size == 0:
             return scores
         _, codes = np.unique([self.individual_of[g] for g in gallery], return_inverse=True)
-        n_codes = int(codes.max()) + 1 if len(codes) else 1
-        named = np.where(shortlist.valid, codes[np.clip(shortlist.columns, 0, None)], 0)
-        keys = np.arange(len(scores))[:, None] * n_codes + named
-        counted = shortlist.valid & np.isfinite(scores)
-        totals = np.bincount(
-            keys[counted], weights=scores[counted], minlength=len(scores) * n_codes
-        )
-        pooled = totals[keys].astype(np.float32)
-        return np.where(counted, pooled, scores).astype(np.float32)
+        owners = np.where(shortlist.valid, codes[np.clip(shortlist.columns, 0, None)], -1)
+        return pool_per_owner(scores, owners, self.how)

@@ -105,7 +105,7 @@ class LocalConfig:
     upright: bool = False
     mutual: bool = False
     score: str = "inliers"
-    neighbours: int = 4
+    neighbours: int = 8
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
