@@ -18,3 +18,7 @@ class RunConflictError(WildidError, ValueError):
 
 class RunNotFoundError(WildidError, FileNotFoundError):
     """A run named on the command line has no folder (or no saved config) to read."""
+
+
+class TrainingDivergedError(WildidError, RuntimeError):
+    """Training met non-finite gradients in every step of an epoch: it cannot go on."""

@@ -11,7 +11,7 @@ import torch
 
 from wildid import pipeline
 from wildid.config import ConfigError
-from wildid.errors import RunConflictError
+from wildid.errors import RunConflictError, TrainingDivergedError
 from wildid.layout import RunLayout, differences, training_settings
 from wildid.train.engine import Trainer, epoch_sizes, epochs_within, load_trained
 
@@ -41,6 +41,19 @@ class KilledInEpoch2(Trainer):
         if self.epoch == 1:
             raise Killed
         return super().validate(progress)
+
+
+class NaNGradients(Trainer):
+    """Puts a NaN into one gradient before the optimizer steps listed in `poisoned`
+    (None: every step), as an overflowing layer would."""
+
+    poisoned: set[int] | None = set()
+
+    def _optimizer_step(self) -> None:
+        if self.poisoned is None or self.step in self.poisoned:
+            grad = next(p.grad for p in self.module.parameters() if p.grad is not None)
+            grad.fill_(float("nan"))
+        super()._optimizer_step()
 
 
 def _trainer(cls: type[Trainer], tiny: Tiny, out: Path, *overrides: str) -> Trainer:
@@ -215,6 +228,27 @@ def test_frozen_blocks_keep_their_weights_and_statistics(tiny: Tiny, tmp_path: P
     moved = [k for k in before if not k.startswith(frozen) and not torch.equal(after[k], before[k])]
     assert any(k.startswith("backbone.blocks.1.") for k in moved)  # the rest trained
     assert "backbone.bn1.running_mean" in before  # BatchNorm is still BatchNorm
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_not_taken(
+    tiny: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Without fp16's GradScaler nothing else would stop one NaN gradient from making
+    every weight NaN for the rest of the run."""
+    trainer = _trainer(NaNGradients, tiny, tmp_path, "train.epochs=2", "train.precision=fp32")
+    trainer.poisoned = {0, 1}
+    trainer.fit(progress=False)
+    weights = trainer.module.state_dict().values()
+    assert all(torch.isfinite(v).all() for v in weights if v.is_floating_point())
+    assert "epoch 1: 2 of" in capsys.readouterr().err
+    assert trainer.step == 2 * trainer.steps_per_epoch  # the schedule went on
+
+
+def test_an_epoch_without_one_finite_step_stops_the_training(tiny: Tiny, tmp_path: Path) -> None:
+    trainer = _trainer(NaNGradients, tiny, tmp_path, "train.epochs=2", "train.precision=fp32")
+    trainer.poisoned = None
+    with pytest.raises(TrainingDivergedError, match="epoch 1 had non-finite gradients"):
+        trainer.fit(progress=False)
 
 
 def test_freezing_an_unknown_module_names_the_parts_there_are(tiny: Tiny, tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ as a fin notch, more than average pooling does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -19,9 +21,15 @@ class GeM(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.p.to(x.dtype)
-        pooled = x.clamp(min=self.eps).pow(p).mean(dim=(-2, -1))
-        return pooled.pow(1.0 / p)
+        """(mean of x^p)^(1/p) over the spatial positions, computed in the log domain in
+        float32: exp(logsumexp(p log x) / p - log(n) / p). The direct form underflows where
+        a channel is weak everywhere: with a learnt p near 8, (1e-6)^p is 0 in float32, and
+        0^(1/p) has an infinite gradient, which made p's gradient NaN and a nyala training
+        diverge at epoch 25 (p had drifted from 3 to 6.7)."""
+        p = self.p.float()
+        logs = x.float().clamp(min=self.eps).log().flatten(-2)
+        log_mean = torch.logsumexp(p * logs, dim=-1) - math.log(logs.shape[-1])
+        return torch.exp(log_mean / p).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p.item():.3f}"

@@ -17,6 +17,7 @@ import errno
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -39,7 +40,7 @@ from wildid.config import Config
 from wildid.data.dataset import loader_options
 from wildid.data.pixels import cached_pixels, normalise_batch, pixel_bytes
 from wildid.data.transforms import eval_transform
-from wildid.errors import RunConflictError
+from wildid.errors import RunConflictError, TrainingDivergedError
 from wildid.evaluation.metrics import map_at_k
 from wildid.infer.embed import embed_paths, embed_pixels
 from wildid.infer.exact import cpu_has_native_bf16
@@ -266,6 +267,7 @@ class Trainer:
             self.device.type, enabled=self.precision == "fp16" and self.device.type == "cuda"
         )
         self.epoch, self.step = 0, 0
+        self.skipped = 0  # this epoch's steps skipped for non-finite gradients
         self.history: list[dict] = []
         self.best_score = -1.0
         self.best_epoch = 0  # the epochs done when best.pt was saved (0: none yet)
@@ -479,6 +481,14 @@ class Trainer:
         return epoch_sizes(tc.image_size_start, tc.image_size, self.epochs)[self.epoch]
 
     def _optimizer_step(self) -> None:
+        if not self.scaler.is_enabled() and not self._finite_gradients():
+            # fp16's GradScaler skips such a step itself; in fp32 and bf16 the step would
+            # write NaN into every weight it reaches, for the rest of the run
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+            self.skipped += 1
+            return
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -486,6 +496,27 @@ class Trainer:
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.module.net, step=self.step)
+
+    def _finite_gradients(self) -> bool:
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        return not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+
+    def _check_skipped(self) -> None:
+        """After an epoch: warn of steps skipped for non-finite gradients; stop when the
+        epoch had no finite one (best.pt keeps the best epoch before)."""
+        skipped, self.skipped = self.skipped, 0
+        if skipped >= self.steps_per_epoch:
+            raise TrainingDivergedError(
+                f"{self.out_dir}: every step of epoch {self.epoch + 1} had non-finite "
+                f"gradients; training stopped (best.pt holds epoch {self.best_epoch}). "
+                "Lower train.lr or train.head_lr."
+            )
+        if skipped and self.rank == 0:
+            print(
+                f"warning: epoch {self.epoch + 1}: {skipped} of {self.steps_per_epoch} "
+                "steps skipped (non-finite gradients)",
+                file=sys.stderr,
+            )
 
     def validate(self, progress: bool) -> dict[str, float]:
         if not self.data.val_paths or self.rank != 0:
@@ -579,6 +610,7 @@ class Trainer:
         while self.epoch < self.epochs:
             start = time.perf_counter()
             loss = self.train_epoch(progress)
+            self._check_skipped()
             seconds = time.perf_counter() - start
             images = len(self.batches) * self.config.train.batch_size * self.world
             row = {
