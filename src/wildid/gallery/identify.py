@@ -219,7 +219,7 @@ class Identifier:
             local = match_row(query, gallery, np.arange(len(rows)), fusion.local)
             # "sum": an individual's evidence over its photos (as fitted)
             local = pool_per_owner(local[None], index.codes[rows][None], fusion.pool)[0]
-            fused = fusion.fused(sims[q, rows], local.astype(np.float32))
+            fused = fusion.fused(sims[q, rows], local)
             order = np.argsort(-fused, kind="stable")  # best first (ties: shortlist order)
             _, first = np.unique(index.codes[rows[order]], return_index=True)
             pick = order[first]  # each individual's best row

@@ -481,20 +481,18 @@ class Trainer:
         return epoch_sizes(tc.image_size_start, tc.image_size, self.epochs)[self.epoch]
 
     def _optimizer_step(self) -> None:
-        if not self.scaler.is_enabled() and not self._finite_gradients():
-            # fp16's GradScaler skips such a step itself; in fp32 and bf16 the step would
-            # write NaN into every weight it reaches, for the rest of the run
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            self.step += 1
+        # fp16's GradScaler skips a step with non-finite gradients itself; in fp32 and bf16
+        # the step would write NaN into every weight it reaches, for the rest of the run
+        taken = self.scaler.is_enabled() or self._finite_gradients()
+        if taken:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
             self.skipped += 1
-            return
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        if self.ema is not None:
+        if taken and self.ema is not None:
             self.ema.update(self.module.net, step=self.step)
 
     def _finite_gradients(self) -> bool:
