@@ -61,7 +61,10 @@ class BoxFile(Section):
 class CropConfig(Section):
     """How each photo becomes the image the model sees."""
 
-    kinds: list[Literal["whole", "fullbody", "backfin"]] = ["fullbody"]
+    # foreground: the fullbody crop with everything off the animal's GrabCut mask blacked
+    # out (`wildid.crop.foreground`); with fullbody beside it, training draws either per
+    # sample and combine=mean averages the two views (background-removal TTA)
+    kinds: list[Literal["whole", "fullbody", "backfin", "foreground"]] = ["fullbody"]
     ratios: list[float] | None = None  # per-kind sampling weights in training (None: equal)
     combine: Literal["concat", "mean"] = "concat"  # how kinds' embeddings are combined
     source: Literal["boxes", "detector", "whole"] = "boxes"  # boxes.csv, YOLO, or no crop

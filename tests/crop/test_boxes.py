@@ -16,6 +16,7 @@ import pytest
 from wildid.config import CropConfig
 from wildid.crop import boxes as crop_module
 from wildid.crop.boxes import crop_image, expand_box, make_crops
+from wildid.crop.foreground import without_background
 from wildid.data.check import PhotoError
 from wildid.data.competition import load_competition
 
@@ -64,6 +65,30 @@ def test_crops_follow_boxes_and_record_their_source(tiny_comp: Path, tmp_path: P
     height, width = cv2.imread(str(comp.image_path("train", image))).shape[:2]
     expected = expand_box((box.x1, box.y1, box.x2, box.y2), 0.1, width, height)
     assert (row.x1, row.y1, row.x2, row.y2) == expected
+
+
+def test_foreground_crop_is_the_fullbody_crop_with_its_background_black(
+    tiny_comp: Path, tmp_path: Path
+) -> None:
+    comp = load_competition(tiny_comp)
+    config = _config(kinds=["fullbody", "foreground"], size=96)
+    table = make_crops(comp, config, tmp_path, progress=False).table
+    full = table[table["kind"] == "fullbody"].set_index("image")
+    fore = table[table["kind"] == "foreground"].set_index("image")
+    columns = ["x1", "y1", "x2", "y2", "source"]
+    assert fore[columns].equals(full.loc[fore.index, columns])  # cut from the fullbody box
+    root = next((tmp_path / "crops").iterdir())
+    blacked = []
+    for image in comp.train["image"]:
+        photo = cv2.imread(str(comp.image_path("train", image)))
+        region = tuple(int(v) for v in fore.loc[image, ["x1", "y1", "x2", "y2"]])
+        expected = crop_image(without_background(photo, region), region, 96).astype(int)
+        plain = cv2.imread(str(root / full.loc[image, "path"])).astype(int)
+        masked = cv2.imread(str(root / fore.loc[image, "path"])).astype(int)
+        assert masked.shape == plain.shape == expected.shape
+        assert np.abs(masked - expected).mean() < 4  # JPEG's loss only
+        blacked.append((expected == 0).all(axis=2).mean() - (plain == 0).all(axis=2).mean())
+    assert np.mean(blacked) > 0.05  # background removed, not a copy of the fullbody crop
 
 
 def test_missing_box_falls_back_to_the_whole_photo(tiny_comp: Path, tmp_path: Path) -> None:

@@ -216,11 +216,13 @@ def _animal() -> np.ndarray:
 
 
 def test_grabcut_mask_removes_background_keypoints_inside_the_box() -> None:
-    from wildid.matching.local import foreground_mask
+    from wildid.crop.foreground import foreground_mask
 
     scene, box = _scene(0, _animal())
     config = LocalConfig(size=256, features=800, clahe=False)
-    mask = foreground_mask(scene, box, config)
+    mask = foreground_mask(
+        scene, box, config.grabcut_size, config.grabcut_expand, config.min_foreground
+    )
     x1, y1, x2, y2 = box
     inside = mask[y1:y2, x1:x2] > 0
     assert 0.2 < inside.mean() < 0.9  # the animal, not the whole box

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from wildid import cache
 from wildid.config import CropConfig
+from wildid.crop.foreground import without_background
 from wildid.data.boxfiles import read_box_files
 from wildid.data.check import MAX_PIXELS, PhotoError, require_photo
 from wildid.data.competition import Competition
@@ -149,14 +150,17 @@ def gather_boxes(
 
 
 def _box_lookup(boxes: pd.DataFrame | None) -> dict[tuple[str, str], Box]:
-    """(image, kind) -> box: of several, the first entry's (`priority`), then the best score."""
+    """(image, kind) -> box: of several, the first entry's (`priority`), then the best score.
+    The foreground kind is cut from the fullbody box."""
     if boxes is None:
         return {}
     keys = [c for c in ("priority", "score") if c in boxes]
     best = boxes.sort_values(keys, ascending=[c == "priority" for c in keys], kind="stable")
     best = best.drop_duplicates(["image", "kind"])
     coords = best[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float).round().astype(int)
-    return {(i, k): tuple(c) for i, k, c in zip(best["image"], best["kind"], coords, strict=True)}
+    lookup = {(i, k): tuple(c) for i, k, c in zip(best["image"], best["kind"], coords, strict=True)}
+    lookup.update({(i, "foreground"): b for (i, k), b in list(lookup.items()) if k == "fullbody"})
+    return lookup
 
 
 def _unreadable(source: Path) -> PhotoError:
@@ -183,6 +187,8 @@ def _crop_one(
         raise _unreadable(source)
     height, width = image.shape[:2]
     region, used = crop_region(kind, box, config.margin, width, height)
+    if kind == "foreground":
+        image = without_background(image, region)
     with atomic_path(target) as tmp:
         cv2.imwrite(
             str(tmp), crop_image(image, region, config.size), [cv2.IMWRITE_JPEG_QUALITY, 95]

@@ -86,13 +86,15 @@ class PhotoEmbedder:
     def crops(self, image: np.ndarray) -> list[np.ndarray]:
         """One RGB crop per crop kind, as the crop stage would cache it (JPEG q95)."""
         from wildid.crop.boxes import crop_image
+        from wildid.crop.foreground import without_background
 
         cam = self.box(image) if self.mode == "cam" else None
         whole = (0, 0, image.shape[1], image.shape[0])
         out = []
         for kind in self.crop.kinds:
             region = whole if kind == "whole" or cam is None else cam
-            crop = crop_image(image, region, self.crop.size)
+            source = without_background(image, region) if kind == "foreground" else image
+            crop = crop_image(source, region, self.crop.size)
             ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
             decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else crop
             out.append(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB))

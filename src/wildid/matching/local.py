@@ -9,9 +9,9 @@ SuperPoint + LightGlue) score a pair, and it needs no training.
 Whole-photo matching drowns in the background (one waterhole appears behind many animals),
 so extraction takes an optional region (a box around the animal) and keeps only the
 keypoints on the animal: with `mask="grabcut"` (the default) a foreground mask is refined
-from the box by GrabCut (`foreground_mask`: colour models of the box's inside and outside,
-graph cut), so the grass and bushes inside the box give no keypoints either; with
-`mask="box"`, every keypoint in the box is kept.
+from the box by GrabCut (`wildid.crop.foreground.foreground_mask`: colour models of the
+box's inside and outside, graph cut), so the grass and bushes inside the box give no
+keypoints either; with `mask="box"`, every keypoint in the box is kept.
 
 Pairwise matching is quadratic: `match_pairs` scores only the (query, gallery) pairs it is
 given, so callers shortlist each query's gallery first (by a global embedding, or by side).
@@ -32,9 +32,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wildid import cache
+from wildid.crop.foreground import Box, box_region, foreground_mask
 from wildid.io import atomic_path
-
-Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -139,75 +138,6 @@ class Features:
         return cls(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
 
 
-def _region(image: np.ndarray, box: Box | None) -> tuple[int, int, int, int]:
-    h, w = image.shape[:2]
-    if box is not None:
-        x1, y1, x2, y2 = (int(v) for v in box)
-        x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
-        if x2 - x1 >= 8 and y2 - y1 >= 8:
-            return x1, y1, x2, y2
-    return 0, 0, w, h
-
-
-def foreground_mask(
-    image: np.ndarray,
-    box: Box | None = None,
-    config: LocalConfig = LocalConfig(),
-    iterations: int = 3,
-) -> np.ndarray:
-    """A uint8 mask of the photo (255 = animal) refined from `box` by GrabCut.
-
-    GrabCut (Rother et al. 2004) fits colour models to the pixels outside the box (sure
-    background) and inside it (probable foreground) and cuts the graph between them; it
-    runs on a copy shrunk to `config.grabcut_size`, with the box expanded by
-    `config.grabcut_expand`. Without a box, or when the box is (nearly) the whole photo, a
-    centred rectangle leaving 5% on each side seeds it. A cut that keeps less than
-    `config.min_foreground` of the box gives the box itself: GrabCut loses an animal that
-    fills the photo (the frame it learns the background from is animal too).
-    """
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = _region(image, box)
-    box_mask = np.zeros((h, w), np.uint8)
-    box_mask[y1:y2, x1:x2] = 255
-    if image.ndim != 3 or image.shape[2] != 3:
-        return box_mask
-    scale = min(1.0, config.grabcut_size / max(h, w))
-    small = (
-        cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        if scale < 1
-        else image
-    )
-    sh, sw = small.shape[:2]
-    ex, ey = (x2 - x1) * config.grabcut_expand, (y2 - y1) * config.grabcut_expand
-    rx1, ry1 = max(0, int((x1 - ex) * scale)), max(0, int((y1 - ey) * scale))
-    rx2, ry2 = min(sw, int(np.ceil((x2 + ex) * scale))), min(sh, int(np.ceil((y2 + ey) * scale)))
-    # Keep a frame of 5% outside the rectangle: sure background samples.
-    fx, fy = max(1, round(0.05 * sw)), max(1, round(0.05 * sh))
-    rx1, ry1, rx2, ry2 = max(rx1, fx), max(ry1, fy), min(rx2, sw - fx), min(ry2, sh - fy)
-    if rx2 - rx1 < 4 or ry2 - ry1 < 4:
-        return box_mask
-    labels = np.zeros((sh, sw), np.uint8)
-    background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)  # GrabCut seeds its colour models by k-means: the same mask every run
-    try:
-        cv2.grabCut(
-            small,
-            labels,
-            (rx1, ry1, rx2 - rx1, ry2 - ry1),
-            background,
-            foreground,
-            iterations,
-            cv2.GC_INIT_WITH_RECT,
-        )
-    except cv2.error:  # a flat image: no colour model to fit
-        return box_mask
-    cut = np.where((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
-    mask = cv2.resize(cut, (w, h), interpolation=cv2.INTER_NEAREST)
-    if (mask[y1:y2, x1:x2] > 0).mean() < config.min_foreground:
-        return box_mask
-    return mask
-
-
 def _prepare(
     image: np.ndarray, box: Box | None, config: LocalConfig
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -215,12 +145,14 @@ def _prepare(
     `config.size`, and the keypoint mask in that frame (None: every pixel)."""
     mask = None
     if config.mask == "grabcut":
-        full = foreground_mask(image, box, config)
+        full = foreground_mask(
+            image, box, config.grabcut_size, config.grabcut_expand, config.min_foreground
+        )
         ys, xs = np.nonzero(full)
         x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
         mask = full[y1:y2, x1:x2]
     else:
-        x1, y1, x2, y2 = _region(image, box)
+        x1, y1, x2, y2 = box_region(image, box)
     image = image[y1:y2, x1:x2]
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     scale = config.size / max(grey.shape[:2])
