@@ -1,14 +1,15 @@
 """The packaged model on CPU, and the crop a new photo gets.
 
 A new photo comes without a box. When the package's model was trained on box crops
-(`crop.source` boxes or detector, kinds fullbody/backfin), the photo is cropped at the box
-of the ImageNet classifier's activation map (`crop.saliency.CamBoxer`, the boxes
-`wildid boxes` makes for catalogues without boxes), expanded by `crop.margin` as the crop
-stage does; with `crop.source: whole` or kind `whole`, the whole photo is used. The crop
-is shrunk to `crop.size` and JPEG-encoded at the crop stage's quality and decoded again,
-so it reaches the network exactly as a cached crop does. Kinds are embedded each, with
-flip TTA as the config's `embed.flip_tta` (mirrors averaged for "mean"), and combined as
-`crop.combine`.
+(`crop.source` boxes or detector, kinds fullbody/backfin/foreground), the photo is
+cropped at the box of the ImageNet classifier's activation map (`crop.saliency.CamBoxer`,
+the boxes `wildid boxes` makes for catalogues without boxes), expanded by `crop.margin`
+as the crop stage does; with `crop.source: whole` or kind `whole`, the whole photo is
+used; kind `foreground` blacks out what lies off the animal's GrabCut mask first. The
+crop is shrunk to `crop.size` and JPEG-encoded at the crop stage's quality and decoded
+again, so it reaches the network exactly as a cached crop does. Kinds are embedded each,
+with flip TTA as the config's `embed.flip_tta` (mirrors averaged for "mean"), and
+combined as `crop.combine`.
 """
 
 from __future__ import annotations
