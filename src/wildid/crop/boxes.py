@@ -46,14 +46,13 @@ from tqdm.auto import tqdm
 
 from wildid import cache
 from wildid.config import CropConfig
-from wildid.crop.foreground import without_background
+from wildid.crop.foreground import Box, without_background
 from wildid.data.boxfiles import read_box_files
 from wildid.data.check import MAX_PIXELS, PhotoError, require_photo
 from wildid.data.competition import Competition
 from wildid.errors import WildidError
 from wildid.io import atomic_path, write_csv
 
-Box = tuple[int, int, int, int]
 SAVE_EVERY = 500  # crops between two rewrites of the manifest
 # Settings that choose boxes or judge the result, not how a box is cropped: kept out of the
 # crop folder's key (a changed box is re-cropped per photo by the manifest's records).
@@ -159,7 +158,7 @@ def _box_lookup(boxes: pd.DataFrame | None) -> dict[tuple[str, str], Box]:
     best = best.drop_duplicates(["image", "kind"])
     coords = best[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float).round().astype(int)
     lookup = {(i, k): tuple(c) for i, k, c in zip(best["image"], best["kind"], coords, strict=True)}
-    lookup.update({(i, "foreground"): b for (i, k), b in list(lookup.items()) if k == "fullbody"})
+    lookup.update({(i, "foreground"): b for (i, k), b in lookup.items() if k == "fullbody"})
     return lookup
 
 
