@@ -77,8 +77,12 @@ def test_bench_quality_runs_end_to_end(
         assert scores["s"] >= 0
     for scores in figures["open"].values():
         assert 0.0 <= scores["baus"] <= 1.0 and 0.0 <= scores["all_new_map5"] <= 1.0
+        # the query-labelled threshold is the best gmean any threshold on this ranking gets
+        assert scores["oracle_gmean"] >= scores["gmean"] - 1e-9
+        assert scores["oracle_gmean"] >= scores["gmean_at_map5"] - 1e-9
     table = (out / "results.md").read_text()
     assert "| trained+local |" in table and "Command:" in table and "| gmean |" in table
+    assert "| oracle |" in table
     assert (out / "data" / "closed" / "boxes.csv").is_file()
     for protocol in ("closed", "open"):
         assert (out / f"matches_{protocol}.png").stat().st_size > 0
