@@ -101,7 +101,7 @@ from wildid.evaluation.protocols import (
     trains_on_calibration,
 )
 from wildid.infer.embed import embed_paths
-from wildid.infer.openset import OperatingPoints, choose_operating_points
+from wildid.infer.openset import OperatingPoints, choose_operating_points, threshold_grid
 from wildid.infer.retrieval import Ranking
 from wildid.io import atomic_path, write_csv, write_text
 from wildid.layout import RunLayout
@@ -692,8 +692,7 @@ def open_figures(
         point: open_scores(ranking, truths, points.threshold(point)) for point in ("map5", "gmean")
     }
     out["all_new"] = open_scores(ranking, truths, float("inf"))
-    best = ranking.scores[:, 0] if ranking.scores.size else np.zeros(0)
-    every = [*np.unique(best[np.isfinite(best)]).tolist(), float("inf")]  # each distinct cut
+    every = threshold_grid(ranking, steps=None)
     oracle = choose_operating_points(ranking, truths, grid=every).gmean
     out["oracle"] = open_scores(ranking, truths, oracle)
     return out

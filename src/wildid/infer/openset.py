@@ -337,14 +337,15 @@ class OperatingPoints:
         return min(self.curve, key=lambda row: abs(row["threshold"] - t)) if self.curve else {}
 
 
-def threshold_grid(ranking: Ranking, steps: int = 101) -> list[float]:
-    """Candidate thresholds: quantiles of the queries' best scores, and one above all
-    (every query called new)."""
+def threshold_grid(ranking: Ranking, steps: int | None = 101) -> list[float]:
+    """Candidate thresholds: quantiles of the queries' best scores (`steps` None: every
+    distinct one, so no threshold does better), and one above all (every query called new)."""
     best = ranking.scores[:, 0] if ranking.scores.size else np.zeros(0)
     best = best[np.isfinite(best)]
     if len(best) == 0:
         return [float("inf")]
-    grid = sorted({float(v) for v in np.quantile(best, np.linspace(0, 1, steps))})
+    cuts = best if steps is None else np.quantile(best, np.linspace(0, 1, steps))
+    grid = sorted({float(v) for v in cuts})
     grid.append(grid[-1] + max(1e-6, 1e-6 * abs(grid[-1])))
     return grid
 
